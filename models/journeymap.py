@@ -1,0 +1,271 @@
+"""Journey maps: each business's ordered stages and the rules that move customers between them.
+
+A map is a YAML file. Rules are checked in file order and the first that matches moves the
+customer. Without `from`, a rule only moves customers forward (to a later stage); with `from`
+it applies exactly in the listed stages, which is how a map expresses loops back.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import JourneyMapError
+from models.events import CANONICAL_TYPES, TYPE_PATTERN, Channel
+
+METRICS: Final[dict[str, str]] = {
+    "purchases": "orders placed so far (distinct order_id, or one per session without one)",
+    "category_views": "product views in the event's category, this one included",
+    "product_views": "product views so far",
+    "type_count": "events of this event's type so far, this one included",
+    "sessions": "sessions so far",
+    "session_events": "events in the current session, this one included",
+    "cart_items": "units in the cart after this event",
+    "cart_value": "value of the cart after this event",
+    "total_spend": "total spent on purchases so far",
+    "price": "the event's properties.price (0 when absent)",
+    "dwell_ms": "the event's properties.dwell_ms (0 when absent)",
+}
+"""Names a rule's `where` may test, computed from the state after the event is applied."""
+
+_OPERATORS: Final[dict[str, Callable[[float, float], bool]]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+BUILTIN_MAPS: Final = ("retail", "b2b")
+
+Name = Annotated[str, Field(pattern=TYPE_PATTERN)]
+Op = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
+
+
+class _RuleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: Name
+    events: list[Name] = Field(min_length=1)
+    channels: list[Channel] | None = Field(default=None, min_length=1)
+    from_: list[Name] | None = Field(default=None, alias="from", min_length=1)
+    where: dict[str, dict[Op, float]] = Field(default_factory=dict)
+
+
+class _MapSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: str = ""
+    stages: list[Name] = Field(min_length=2)
+    event_types: list[Name] = Field(default_factory=list)
+    session_timeout_minutes: int = Field(default=30, ge=1, le=1440)
+    rules: list[_RuleSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """`metric <op> value`, e.g. purchases >= 2."""
+
+    metric: str
+    op: str
+    value: float
+
+    def holds(self, measure: Callable[[str], float]) -> bool:
+        return _OPERATORS[self.op](measure(self.metric), self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Move to `to` on one of `events`, from an allowed stage, when every condition holds."""
+
+    to: str
+    events: frozenset[str]
+    channels: frozenset[str] | None
+    from_stages: frozenset[str] | None
+    where: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyMap:
+    """A validated map; `next_stage` is the only question the fold asks it."""
+
+    name: str
+    stages: tuple[str, ...]
+    event_types: frozenset[str]
+    session_timeout_ms: int
+    rules: tuple[Rule, ...]
+    description: str = ""
+
+    @property
+    def initial_stage(self) -> str:
+        return self.stages[0]
+
+    def next_stage(
+        self, current: str, event_type: str, channel: str, measure: Callable[[str], float]
+    ) -> str | None:
+        """The stage this event moves a customer in `current` to, or None to stay."""
+        position = self._position(current)
+        for rule in self.rules:
+            if event_type not in rule.events or rule.to == current:
+                continue
+            if rule.channels is not None and channel not in rule.channels:
+                continue
+            if rule.from_stages is None:
+                if self._position(rule.to) <= position:
+                    continue
+            elif current not in rule.from_stages:
+                continue
+            if all(c.holds(measure) for c in rule.where):
+                return rule.to
+        return None
+
+    def _position(self, stage: str) -> int:
+        try:
+            return self.stages.index(stage)
+        except ValueError:
+            return -1  # a stage from an older map version: any forward rule applies
+
+
+def load_journey_map(name_or_path: str | Path) -> JourneyMap:
+    """A built-in map by name (`retail`, `b2b`) or a YAML file by path."""
+    if str(name_or_path) in BUILTIN_MAPS:
+        name = str(name_or_path)
+        text = resources.files("models.maps").joinpath(f"{name}.yaml").read_text("utf-8")
+        return parse_journey_map(text, f"{name}.yaml (built-in)")
+    path = Path(name_or_path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise JourneyMapError(f"{path}: cannot read journey map: {exc.strerror}") from None
+    return parse_journey_map(text, str(path))
+
+
+def parse_journey_map(text: str, source: str) -> JourneyMap:
+    """Parse and validate map text; every problem is reported as `source:line: key: what`."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise JourneyMapError(f"{source}{line}: not valid YAML: {problem}") from None
+    if root is None:
+        raise JourneyMapError(f"{source}: the journey map is empty")
+    _reject_duplicate_keys(root, source)
+    data = yaml.safe_load(text)
+    try:
+        spec = _MapSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [(list(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+        raise JourneyMapError(_report(source, root, problems)) from None
+    problems = list(_semantic_problems(spec))
+    if problems:
+        raise JourneyMapError(_report(source, root, problems))
+    return _build(spec)
+
+
+def _semantic_problems(spec: _MapSpec) -> Iterable[tuple[list[Any], str]]:
+    stages = set(spec.stages)
+    if len(stages) != len(spec.stages):
+        yield ["stages"], "stage names must be unique"
+    for i, custom in enumerate(spec.event_types):
+        if custom in CANONICAL_TYPES:
+            yield ["event_types", i], f"{custom!r} is already a canonical type; remove it"
+    known_types = set(CANONICAL_TYPES) | set(spec.event_types)
+    for r, rule in enumerate(spec.rules):
+        if rule.to not in stages:
+            yield ["rules", r, "to"], f"unknown stage {rule.to!r}; stages are {spec.stages}"
+        for i, stage in enumerate(rule.from_ or []):
+            if stage not in stages:
+                yield ["rules", r, "from", i], f"unknown stage {stage!r}; stages are {spec.stages}"
+        for i, event_type in enumerate(rule.events):
+            if event_type not in known_types:
+                msg = f"unknown event type {event_type!r}; declare custom types under event_types"
+                yield ["rules", r, "events", i], msg
+        for metric, tests in rule.where.items():
+            if metric not in METRICS:
+                yield ["rules", r, "where", metric], f"unknown metric; known: {sorted(METRICS)}"
+            if not tests:
+                yield (
+                    ["rules", r, "where", metric],
+                    "needs at least one of eq, ne, gt, gte, lt, lte",
+                )
+
+
+def _build(spec: _MapSpec) -> JourneyMap:
+    rules = tuple(
+        Rule(
+            to=rule.to,
+            events=frozenset(rule.events),
+            channels=frozenset(c.value for c in rule.channels) if rule.channels else None,
+            from_stages=frozenset(rule.from_) if rule.from_ else None,
+            where=tuple(
+                Condition(metric, op, value)
+                for metric, tests in rule.where.items()
+                for op, value in tests.items()
+            ),
+        )
+        for rule in spec.rules
+    )
+    return JourneyMap(
+        name=spec.name,
+        description=spec.description,
+        stages=tuple(spec.stages),
+        event_types=frozenset(CANONICAL_TYPES) | frozenset(spec.event_types),
+        session_timeout_ms=spec.session_timeout_minutes * 60_000,
+        rules=rules,
+    )
+
+
+def _report(source: str, root: yaml.Node, problems: list[tuple[list[Any], str]]) -> str:
+    lines = [f"{source}:{_line_of(root, loc)}: {_dotted(loc)}: {msg}" for loc, msg in problems]
+    return "invalid journey map\n  " + "\n  ".join(lines)
+
+
+def _dotted(loc: list[Any]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _line_of(node: yaml.Node, loc: list[Any]) -> int:
+    """The line of the deepest YAML node along `loc` (the parent when a key is missing)."""
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node = child
+    return int(node.start_mark.line) + 1
+
+
+def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                return value  # type: ignore[no-any-return]
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]  # type: ignore[no-any-return]
+    return None
+
+
+def _reject_duplicate_keys(node: yaml.Node, source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                line = key.start_mark.line + 1
+                raise JourneyMapError(f"{source}:{line}: duplicate key {key.value!r}")
+            seen.add(key.value)
+            _reject_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _reject_duplicate_keys(item, source)
