@@ -1,0 +1,1 @@
+"""Long-running Kafka workers, all driven by the same poll, handle and commit runner."""

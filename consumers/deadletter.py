@@ -1,0 +1,75 @@
+"""Dead letters: records that cannot be applied, kept byte for byte with the reason why.
+
+The dead-letter record has the original key and value; headers carry the reason, field-level
+errors and where the record came from, so it can be inspected, fixed and replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from service.errors import BusUnavailable
+
+HEADER_PREFIX = "parcours.dlq."
+_MAX_ERRORS = 20
+
+
+class DeadLetter(NamedTuple):
+    record: ConsumerRecord[bytes, bytes]
+    reason: str
+    errors: list[dict[str, Any]]
+
+
+def dead_letter_headers(letter: DeadLetter, group: str) -> list[tuple[str, bytes]]:
+    """The original headers followed by the reason and provenance."""
+    record = letter.record
+    ours = {
+        "reason": letter.reason,
+        "errors": orjson.dumps(letter.errors[:_MAX_ERRORS]).decode(),
+        "topic": record.topic,
+        "partition": str(record.partition),
+        "offset": str(record.offset),
+        "timestamp": str(record.timestamp),
+        "group": group,
+        "failed_at": datetime.now(UTC).isoformat(),
+    }
+    original = [(k, v) for k, v in (record.headers or ()) if not k.startswith(HEADER_PREFIX)]
+    return original + [(HEADER_PREFIX + k, v.encode()) for k, v in ours.items()]
+
+
+class DeadLetterSink:
+    """Produces dead letters and waits until the broker has them all."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, *, group: str, timeout_s: float
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._group = group
+        self._timeout_s = timeout_s
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                futures = [
+                    await self._producer.send(
+                        self._topic,
+                        value=letter.record.value,
+                        key=letter.record.key,
+                        headers=dead_letter_headers(letter, self._group),
+                    )
+                    for letter in letters
+                ]
+                await asyncio.gather(*futures)
+        except (TimeoutError, KafkaError) as exc:
+            raise BusUnavailable(f"dead-letter topic {self._topic!r}: {exc!r}") from exc

@@ -1,0 +1,159 @@
+"""The poll → handle → commit loop every Parcours worker runs, and its error policy.
+
+- Offsets are committed only after the handler returns, i.e. after its effect is durable.
+- A retriable error (Redis or Kafka unavailable, write conflicts) rewinds the batch to its
+  first offsets and backs off exponentially with jitter; nothing is committed meanwhile.
+- Anything else propagates: the process exits non-zero and its supervisor restarts it.
+- On revocation the listener waits for the in-flight batch to be handled and committed, so a
+  rebalance hands partitions over at a clean boundary instead of replaying a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from models.errors import ParcoursError
+from service.metrics import ConsumerMetrics
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+class Handler(Protocol):
+    async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None: ...
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._initial = initial_s
+        self._max = max_s
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._max, self._initial * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class BatchRunner:
+    """Runs one consumer and one handler until `stop` is set."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        handler: Handler,
+        metrics: ConsumerMetrics,
+        *,
+        max_batch: int,
+        poll_timeout_ms: int = 500,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._handler = handler
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._poll_timeout_ms = poll_timeout_ms
+        self._backoff = backoff or Backoff(0.2, 10.0)
+        self._in_flight = asyncio.Lock()
+
+    def listener(self) -> ConsumerRebalanceListener:
+        """Pass to `consumer.subscribe(..., listener=...)`."""
+        return _Listener(self)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch: Batch = await self._consumer.getmany(
+                timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
+            )
+            if not batch:
+                continue
+            async with self._in_flight:
+                delay = await self._process(batch)
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _process(self, batch: Batch) -> float:
+        """Handle and commit; returns how long to back off (0 on success)."""
+        records = [record for records in batch.values() for record in records]
+        with self._metrics.batch_seconds.time():
+            try:
+                await self._handler.handle(records)
+            except ParcoursError as exc:
+                if not exc.retriable:
+                    raise
+                delay = self._backoff.next_delay()
+                self._metrics.retries.labels(type(exc).__name__).inc()
+                logger.warning(
+                    "batch %s not applied (%s); retrying in %.1fs", _describe(batch), exc, delay
+                )
+                self._rewind(batch)
+                return delay
+            self._backoff.reset()
+            self._metrics.batch_size.observe(len(records))
+            await self._commit(batch)
+        return 0.0
+
+    def _rewind(self, batch: Batch) -> None:
+        assigned = self._consumer.assignment()
+        for tp, records in batch.items():
+            if tp in assigned:
+                self._consumer.seek(tp, records[0].offset)
+
+    async def _commit(self, batch: Batch) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            self._metrics.commit_failures.inc()
+            logger.warning(
+                "commit of %s refused (%s); it will be redelivered", _describe(batch), exc
+            )
+            return
+        for tp, position in offsets.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: BatchRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._runner._in_flight:
+            for tp in revoked:
+                with contextlib.suppress(KeyError):
+                    self._runner._metrics.lag.remove(str(tp.partition))
+        logger.info("partitions revoked: %s", _partitions(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._runner._metrics.rebalances.inc()
+        self._runner._metrics.assigned.set(len(assigned))
+        logger.info("partitions assigned: %s", _partitions(assigned))
+
+
+def _partitions(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"
+
+
+def _describe(batch: Batch) -> str:
+    return ", ".join(
+        f"{tp.topic}[{tp.partition}]@{records[0].offset}-{records[-1].offset}"
+        for tp, records in batch.items()
+    )

@@ -1,0 +1,151 @@
+"""Folds batches of event records into journey state in Redis with exactly-once effect.
+
+Per batch: decode (bad records become dead letters), load every touched journey in one round
+trip, fold each customer's events in log order, write all changed journeys in one atomic
+compare-and-set call, and retry only the journeys another writer changed meanwhile. The fold
+skips events already applied, so a redelivered batch, a client retry or a zombie writer after
+a rebalance cannot apply an event twice. The caller commits offsets after `handle` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from aiokafka.structs import ConsumerRecord
+
+from consumers.deadletter import DeadLetter, DeadLetterSink
+from models.errors import InvalidEvent
+from models.events import Event, EventDecoder
+from models.fold import Fold, Position
+from models.state import JourneyState, encode_state
+from service.errors import WriteConflict
+from service.metrics import ConsumerMetrics
+from service.store import JourneyStore, Write
+
+logger = logging.getLogger(__name__)
+
+Record: TypeAlias = ConsumerRecord  # of bytes key and value
+
+
+@dataclass(slots=True)
+class _Folded:
+    """One customer's batch folded onto the stored journey."""
+
+    state: JourneyState | None
+    applied: list[tuple[Event, Record]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: list[DeadLetter] = field(default_factory=list)
+
+
+class StateUpdater:
+    """Applies event records to journey state; see the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        store: JourneyStore,
+        decoder: EventDecoder,
+        fold: Fold,
+        dead_letters: DeadLetterSink,
+        metrics: ConsumerMetrics,
+        *,
+        max_conflict_retries: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._decoder = decoder
+        self._fold = fold
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._max_attempts = max_conflict_retries
+        self._clock = clock
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        """Make the batch's effect durable in Redis (and the dead-letter topic), or raise."""
+        self._metrics.consumed.inc(len(records))
+        by_customer, letters = self._decode(records)
+        folded: dict[str, _Folded] = {}
+        pending = list(by_customer)
+        for _ in range(self._max_attempts):
+            stored = await self._store.load_many(pending)
+            attempt = {
+                customer: self._fold_customer(loaded.state, by_customer[customer])
+                for customer, loaded in zip(pending, stored, strict=True)
+            }
+            writes = [
+                Write(customer, encode_state(result.state), loaded.rev)
+                for (customer, result), loaded in zip(attempt.items(), stored, strict=True)
+                if result.applied and result.state is not None
+            ]
+            conflicted = {writes[i].customer_id for i in await self._store.save_many(writes)}
+            self._metrics.write_conflicts.inc(len(conflicted))
+            folded.update((c, r) for c, r in attempt.items() if c not in conflicted)
+            pending = [c for c in pending if c in conflicted]
+            if not pending:
+                break
+        else:
+            raise WriteConflict(f"{len(pending)} journeys kept changing under this writer")
+        for result in folded.values():
+            letters.extend(result.failed)
+        await self._dead_letters.send(letters)
+        self._record(folded.values(), letters)
+
+    def _decode(
+        self, records: Sequence[Record]
+    ) -> tuple[dict[str, list[tuple[Event, Record]]], list[DeadLetter]]:
+        now_ms = int(self._clock() * 1000)
+        by_customer: dict[str, list[tuple[Event, Record]]] = {}
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                event = self._decoder.decode(record.value, now_ms)
+            except InvalidEvent as exc:
+                letters.append(DeadLetter(record, exc.reason, exc.errors))
+                continue
+            by_customer.setdefault(event.customer_id, []).append((event, record))
+        return by_customer, letters
+
+    def _fold_customer(
+        self, state: JourneyState | None, items: list[tuple[Event, Record]]
+    ) -> _Folded:
+        result = _Folded(state)
+        for event, record in items:
+            position = Position(record.partition, record.offset)
+            try:
+                result.state, skipped = self._fold.step(result.state, event, position)
+            except Exception as exc:  # a fold bug must not stall the partition
+                logger.exception(
+                    "cannot apply event at %s[%d]@%d", record.topic, record.partition, record.offset
+                )
+                result.failed.append(DeadLetter(record, "apply_failed", [_error(exc)]))
+                continue
+            if skipped is None:
+                result.applied.append((event, record))
+            else:
+                result.skipped[skipped] += 1
+        return result
+
+    def _record(self, folded: Iterable[_Folded], letters: list[DeadLetter]) -> None:
+        metrics = self._metrics
+        now = self._clock()
+        applied_types: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
+        for result in folded:
+            skipped.update(result.skipped)
+            for event, record in result.applied:
+                applied_types[event.type] += 1
+                metrics.state_lag.observe(max(0.0, now - record.timestamp / 1000))
+        for event_type, count in applied_types.items():
+            metrics.applied.labels(event_type).inc(count)
+        for reason, count in skipped.items():
+            metrics.deduplicated.labels(reason).inc(count)
+        for reason, count in Counter(letter.reason for letter in letters).items():
+            metrics.dead_lettered.labels(reason).inc(count)
+
+
+def _error(exc: Exception) -> dict[str, object]:
+    return {"loc": [], "msg": f"{type(exc).__name__}: {exc}", "type": "apply_failed"}

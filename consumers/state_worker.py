@@ -1,0 +1,75 @@
+"""`parcours consume`: the state consumer process, wired from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import start_http_server
+
+from consumers.deadletter import DeadLetterSink
+from consumers.runner import Backoff, BatchRunner
+from consumers.state_updater import StateUpdater
+from service.bus import ensure_topics, make_consumer, make_producer
+from service.journey import build_decoder, build_fold
+from service.metrics import ConsumerMetrics
+from service.settings import Settings
+from service.store import connect_redis, journey_store
+
+logger = logging.getLogger(__name__)
+
+
+async def run_state_consumer(settings: Settings, stop: asyncio.Event) -> None:
+    """Consume the events topic into journey state until `stop` is set."""
+    kafka, journey = settings.kafka, settings.journey
+    fold = build_fold(journey)
+    decoder = build_decoder(journey, fold.map)
+    if kafka.create_topics:
+        await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+    metrics = ConsumerMetrics()
+    if settings.consumer.metrics_port:
+        start_http_server(settings.consumer.metrics_port)
+    redis = connect_redis(
+        settings.redis.url,
+        socket_timeout_s=settings.redis.socket_timeout_s,
+        max_connections=settings.redis.max_connections,
+    )
+    store = journey_store(
+        redis, prefix=settings.redis.key_prefix, ttl_days=settings.redis.journey_ttl_days
+    )
+    producer = make_producer(kafka)
+    consumer = make_consumer(kafka, group_id=kafka.consumer_group)
+    await producer.start()
+    try:
+        dead_letters = DeadLetterSink(
+            producer,
+            kafka.dead_letter_topic,
+            group=kafka.consumer_group,
+            timeout_s=kafka.produce_timeout_s,
+        )
+        updater = StateUpdater(
+            store,
+            decoder,
+            fold,
+            dead_letters,
+            metrics,
+            max_conflict_retries=settings.consumer.max_conflict_retries,
+        )
+        backoff = Backoff(
+            settings.consumer.retry_backoff_initial_s, settings.consumer.retry_backoff_max_s
+        )
+        runner = BatchRunner(consumer, updater, metrics, max_batch=kafka.max_batch, backoff=backoff)
+        consumer.subscribe([kafka.events_topic], listener=runner.listener())
+        await consumer.start()
+        logger.info(
+            "state consumer started: topic %s, group %s, journey map %s",
+            kafka.events_topic,
+            kafka.consumer_group,
+            fold.map.name,
+        )
+        await runner.run(stop)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await redis.aclose()
+        logger.info("state consumer stopped")

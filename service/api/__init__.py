@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): event intake, live journeys, schema and health."""

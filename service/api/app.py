@@ -1,0 +1,119 @@
+"""The FastAPI application: `create_app()` wires settings into a ready-to-serve app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from starlette.responses import Response
+
+from models.errors import InvalidEvent
+from models.events import Event
+from service.api.context import ApiContext
+from service.api.middleware import MetricsMiddleware
+from service.api.responses import problem
+from service.api.routes import events, journeys, meta
+from service.bus import EventPublisher, ManagedProducer, ensure_topics, make_producer
+from service.errors import BusUnavailable, StoreUnavailable
+from service.journey import build_decoder, build_fold
+from service.metrics import ApiMetrics
+from service.settings import Settings, get_settings
+from service.store import connect_redis, journey_store
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 2
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; a bad journey map or setting fails here, before serving."""
+    settings = settings or get_settings()
+    fold = build_fold(settings.journey)
+    decoder = build_decoder(settings.journey, fold.map)
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    metrics = ApiMetrics(registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        kafka, redis_settings = settings.kafka, settings.redis
+        redis = connect_redis(
+            redis_settings.url,
+            socket_timeout_s=redis_settings.socket_timeout_s,
+            max_connections=redis_settings.max_connections,
+        )
+
+        async def prepare() -> None:
+            if kafka.create_topics:
+                await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+
+        producer = ManagedProducer(lambda: make_producer(kafka), prepare=prepare)
+        await producer.start(wait_s=5.0)
+        app.state.context = ApiContext(
+            settings=settings,
+            journey_map=fold.map,
+            decoder=decoder,
+            redis=redis,
+            store=journey_store(
+                redis, prefix=redis_settings.key_prefix, ttl_days=redis_settings.journey_ttl_days
+            ),
+            producer=producer,
+            publisher=EventPublisher(
+                producer, kafka.events_topic, timeout_s=kafka.produce_timeout_s
+            ),
+            metrics=metrics,
+        )
+        try:
+            yield
+        finally:
+            await producer.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Parcours",
+        summary="Real-time customer-journey personalization.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for router in (events.router, journeys.router, meta.router):
+        app.include_router(router)
+    app.add_exception_handler(InvalidEvent, _invalid_event)
+    app.add_exception_handler(StoreUnavailable, _unavailable)
+    app.add_exception_handler(BusUnavailable, _unavailable)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _document_event_schema(app)
+    return app
+
+
+async def _invalid_event(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidEvent)
+    context: ApiContext = request.app.state.context
+    context.metrics.events.labels("invalid").inc()
+    return problem(422, exc.errors, reason=exc.reason)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(503, str(exc), retry_after=RETRY_AFTER_S)
+
+
+def _document_event_schema(app: FastAPI) -> None:
+    """Add `Event` (read from raw bytes, not a FastAPI body parameter) to the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            event = Event.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(event.pop("$defs", {}))
+            components["Event"] = event
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

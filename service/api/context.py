@@ -1,0 +1,26 @@
+"""What the API's lifespan builds once and every request shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from models.events import EventDecoder
+from models.journeymap import JourneyMap
+from service.bus import EventPublisher, ManagedProducer
+from service.metrics import ApiMetrics
+from service.settings import Settings
+from service.store import JourneyStore
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    settings: Settings
+    journey_map: JourneyMap
+    decoder: EventDecoder
+    redis: Redis
+    store: JourneyStore
+    producer: ManagedProducer
+    publisher: EventPublisher
+    metrics: ApiMetrics

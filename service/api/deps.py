@@ -1,0 +1,16 @@
+"""Request-scoped access to the lifespan's shared objects, as `Annotated` dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from service.api.context import ApiContext
+
+
+def get_context(request: Request) -> ApiContext:
+    return cast(ApiContext, request.app.state.context)
+
+
+Context = Annotated[ApiContext, Depends(get_context)]

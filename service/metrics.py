@@ -1,0 +1,95 @@
+"""Every Prometheus metric Parcours exposes, grouped by the process role that records it.
+
+Names follow `parcours_<area>_<thing>_<unit>`; labels are low-cardinality (never a customer).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+
+
+class ConsumerMetrics:
+    """The state consumer: what it read, applied, skipped and dead-lettered, and how fast."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.consumed = Counter(
+            "parcours_events_consumed_total", "Records read from the events topic.",
+            registry=registry,
+        )  # fmt: skip
+        self.applied = Counter(
+            "parcours_events_applied_total", "Events folded into journey state.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.deduplicated = Counter(
+            "parcours_events_deduplicated_total",
+            "Events skipped as already applied (redelivered offset or repeated event_id).",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.dead_lettered = Counter(
+            "parcours_events_dead_lettered_total", "Records sent to the dead-letter topic.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "parcours_consumer_batch_size_records", "Records per processed batch.",
+            buckets=_BATCH_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_seconds = Histogram(
+            "parcours_consumer_batch_duration_seconds", "Time to process and commit a batch.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.state_lag = Histogram(
+            "parcours_event_state_lag_seconds",
+            "From the Kafka record timestamp to the journey state written in Redis.",
+            buckets=_LAG_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            "parcours_consumer_retries_total", "Batches rewound and retried after an error.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.write_conflicts = Counter(
+            "parcours_store_write_conflicts_total",
+            "Journey writes refused because another writer changed the journey first.",
+            registry=registry,
+        )  # fmt: skip
+        self.commit_failures = Counter(
+            "parcours_consumer_commit_failures_total",
+            "Offset commits refused (usually a rebalance); the batch is safely redelivered.",
+            registry=registry,
+        )  # fmt: skip
+        self.rebalances = Counter(
+            "parcours_consumer_rebalances_total", "Partition assignments received.",
+            registry=registry,
+        )  # fmt: skip
+        self.assigned = Gauge(
+            "parcours_consumer_assigned_partitions", "Partitions this process owns.",
+            registry=registry,
+        )  # fmt: skip
+        self.lag = Gauge(
+            "parcours_consumer_lag_records", "Records between the committed position and the end.",
+            ["partition"], registry=registry,
+        )  # fmt: skip
+
+
+class ApiMetrics:
+    """The HTTP API: requests and the events it accepted or refused."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "parcours_http_requests_total", "HTTP requests answered.",
+            ["route", "method", "status"], registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "parcours_http_request_duration_seconds", "Time to answer an HTTP request.",
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.events = Counter(
+            "parcours_api_events_total",
+            "Events received over HTTP by outcome (accepted, invalid, unavailable).",
+            ["outcome"], registry=registry,
+        )  # fmt: skip

@@ -1,0 +1,116 @@
+"""Every setting in one place. Environment variables are `PARCOURS_<GROUP>_<NAME>`.
+
+For example `PARCOURS_KAFKA_BOOTSTRAP`, `PARCOURS_REDIS_URL`, `PARCOURS_JOURNEY_MAP`.
+Only entry points call `get_settings()`; everything else receives plain arguments.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means `parcours dev` embeds one"
+    )
+    events_topic: str = "parcours.events"
+    dead_letter_topic: str = "parcours.events.dlq"
+    partitions: int = Field(default=12, ge=1, description="for topics Parcours creates")
+    replication_factor: int = Field(default=1, ge=1, description="for topics Parcours creates")
+    create_topics: bool = Field(default=True, description="create missing topics at start-up")
+    client_id: str = "parcours"
+    consumer_group: str = "parcours-state"
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    max_batch: int = Field(default=2_000, ge=1, description="records folded per batch")
+    fetch_max_wait_ms: int = Field(default=100, ge=0)
+    request_timeout_ms: int = Field(default=10_000, ge=1000)
+    produce_timeout_s: float = Field(default=5.0, gt=0, description="API waits this long for acks")
+    linger_ms: int = Field(default=5, ge=0)
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    enable_idempotence: bool = Field(
+        default=False, description="safe to enable on Apache Kafka; event ids dedupe anyway"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+
+
+class RedisSettings(_Group):
+    url: str | None = Field(
+        default=None, description="redis://host:port/db; unset means `parcours dev` embeds one"
+    )
+    key_prefix: str = "parcours"
+    socket_timeout_s: float = Field(default=2.0, gt=0)
+    max_connections: int = Field(default=64, ge=1)
+    journey_ttl_days: float = Field(
+        default=395, ge=0, description="a journey untouched this long expires; 0 keeps it forever"
+    )
+
+
+class JourneySettings(_Group):
+    map: str = Field(default="retail", description="built-in map name (retail, b2b) or YAML path")
+    touchpoints_kept: int = Field(default=20, ge=1, le=1000)
+    stage_history_kept: int = Field(default=50, ge=1, le=1000)
+    recent_products_kept: int = Field(default=20, ge=1, le=1000)
+    categories_kept: int = Field(default=50, ge=1, le=1000)
+    dedup_window: int = Field(
+        default=256, ge=1, le=10_000, description="event ids per customer remembered for dedup"
+    )
+    max_event_bytes: int = Field(default=32_768, ge=1024)
+    max_future_skew_s: int = Field(default=86_400, ge=0)
+
+
+class ApiSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+
+class ConsumerSettings(_Group):
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables")
+    retry_backoff_initial_s: float = Field(default=0.2, gt=0)
+    retry_backoff_max_s: float = Field(default=10.0, gt=0)
+    max_conflict_retries: int = Field(default=5, ge=1)
+
+
+class LogSettings(_Group):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """All of Parcours's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PARCOURS_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    journey: JourneySettings = JourneySettings()
+    api: ApiSettings = ApiSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    log: LogSettings = LogSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
