@@ -6,7 +6,7 @@ validated `Event` or raises `InvalidEvent` with field-level errors and a stable 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
@@ -52,6 +52,7 @@ TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
 MAX_EXTRA_KEYS: Final = 32
 MAX_EXTRA_BYTES: Final = 4096
 MAX_BATCH: Final = 1000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Channel(StrEnum):
@@ -124,8 +125,9 @@ class Event(BaseModel):
 
     @property
     def timestamp_ms(self) -> int:
-        """Event time as integer milliseconds since the epoch."""
-        return int(self.timestamp.timestamp() * 1000)
+        """Event time as integer milliseconds since the epoch (exact, no float rounding)."""
+        delta = self.timestamp - _EPOCH
+        return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
     def to_json(self) -> bytes:
         """Canonical wire form: what the API produces to Kafka."""
@@ -188,6 +190,7 @@ class EventDecoder:
         errors: list[dict[str, Any]] = []
         for index, event in enumerate(events):
             try:
+                self._check_size(len(event.to_json()), ["body", index])
                 self.check(event, now_ms, ["body", index])
             except InvalidEvent as exc:
                 errors.extend(exc.errors)

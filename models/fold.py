@@ -34,6 +34,7 @@ class Limits:
     touchpoints: int = 20
     stage_history: int = 50
     recent_products: int = 20
+    recent_orders: int = 32
     categories: int = 50
     seen_event_ids: int = 256
 
@@ -177,9 +178,10 @@ class Fold:
                 cart.items.clear()
                 cart.opened_at, cart.updated_at = None, t
         order_key = props.order_id or f"session-{state.session.count}"
-        if order_key != purchases.last_order_key:
+        if order_key not in purchases.order_keys:
             purchases.count += 1
-            purchases.last_order_key = order_key
+            purchases.order_keys.append(order_key)
+            _trim(purchases.order_keys, self.limits.recent_orders)
         purchases.items += sum(qty for _, qty in bought)
         purchases.total_spend = round(purchases.total_spend + spend, 2)
         purchases.last_at = t if purchases.last_at is None else max(purchases.last_at, t)

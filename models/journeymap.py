@@ -145,6 +145,8 @@ def load_journey_map(name_or_path: str | Path) -> JourneyMap:
         text = path.read_text("utf-8")
     except OSError as exc:
         raise JourneyMapError(f"{path}: cannot read journey map: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise JourneyMapError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return parse_journey_map(text, str(path))
 
 

@@ -65,7 +65,7 @@ class Purchases:
     items: int = 0
     total_spend: float = 0.0
     last_at: int | None = None
-    last_order_key: str | None = None
+    order_keys: list[str] = field(default_factory=list)
     recent_products: list[RecentProduct] = field(default_factory=list)
 
 
@@ -129,7 +129,7 @@ class JourneyState:
                 purchases.items,
                 purchases.total_spend,
                 purchases.last_at,
-                purchases.last_order_key,
+                purchases.order_keys.copy(),
                 purchases.recent_products.copy(),
             ),
             session=Session(session.id, session.count, session.started_at, session.events),
@@ -172,7 +172,7 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
             purchases.items,
             purchases.total_spend,
             purchases.last_at,
-            purchases.last_order_key,
+            purchases.order_keys,
             purchases.recent_products,
         ],
         "session": [session.id, session.count, session.started_at, session.events],
@@ -186,7 +186,7 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
     if data.get("v") != SCHEMA_VERSION:
         raise ValueError(f"journey state schema {data.get('v')!r} is not {SCHEMA_VERSION}")
     items, opened_at, updated_at = data["cart"]
-    count, items_bought, spend, last_at, last_order_key, recent = data["purchases"]
+    count, items_bought, spend, last_at, order_keys, recent = data["purchases"]
     return JourneyState(
         customer_id=data["customer_id"],
         journey_map=data["journey_map"],
@@ -203,7 +203,7 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         cart=Cart({row[0]: CartItem(*row) for row in items}, opened_at, updated_at),
         touchpoints=[Touchpoint(*row) for row in data["touchpoints"]],
         purchases=Purchases(
-            count, items_bought, spend, last_at, last_order_key, [RecentProduct(*r) for r in recent]
+            count, items_bought, spend, last_at, order_keys, [RecentProduct(*r) for r in recent]
         ),
         session=Session(*data["session"]),
         dwell_ms_total=data["dwell_ms_total"],
