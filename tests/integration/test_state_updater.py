@@ -1,0 +1,190 @@
+"""The state updater against a real broker and Redis: exactly-once effect, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+import pytest
+
+from models.events import Event
+from models.fold import Fold, Position, SkipReason
+from models.state import JourneyState
+from service.errors import StoreUnavailable
+from service.store import JourneyStore, Write
+from tests.integration.conftest import Worker
+from tests.support import expected_states, journey_stream, keyed, produce, read_records
+
+
+async def _records(worker: Worker, messages: Sequence[tuple[bytes | None, bytes | None]]) -> list:
+    topic = worker.settings.kafka.events_topic
+    ends = await produce(worker.settings.kafka.bootstrap or "", topic, messages)
+    return await read_records(worker.settings.kafka.bootstrap or "", topic, ends)
+
+
+async def _stored(worker: Worker, customers: Sequence[str]) -> dict[str, JourneyState | None]:
+    loaded = await worker.store.load_many(list(customers))
+    return {c: s.state for c, s in zip(customers, loaded, strict=True)}
+
+
+async def test_handle_batch_state_equals_pure_fold(worker: Worker) -> None:
+    records = await _records(worker, keyed(journey_stream(customers=25, events=400)))
+
+    await worker.updater().handle(records)
+
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    assert worker.sample("parcours_events_consumed_total") == 400
+    assert sum(s.events_applied for s in expected.values()) == 400
+
+
+async def test_handle_same_batch_twice_applies_each_event_once(worker: Worker) -> None:
+    # A crash after the Redis write and before the offset commit redelivers the batch.
+    records = await _records(worker, keyed(journey_stream(customers=10, events=150)))
+    updater = worker.updater()
+
+    await updater.handle(records)
+    await updater.handle(records)
+
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    assert worker.sample("parcours_events_deduplicated_total", reason="redelivered") == 150
+
+
+async def test_handle_repeated_event_id_at_new_offset_is_skipped(worker: Worker) -> None:
+    # A client retrying a POST produces the same event again, at a later offset.
+    events = journey_stream(customers=1, events=5)
+    records = await _records(worker, keyed([*events, events[1], events[3]]))
+
+    await worker.updater().handle(records)
+
+    state = (await _stored(worker, [events[0]["customer_id"]]))[events[0]["customer_id"]]
+    assert state is not None
+    assert state.events_applied == 5
+    assert worker.sample("parcours_events_deduplicated_total", reason="duplicate_event_id") == 2
+
+
+async def test_handle_bad_records_dead_lettered_with_reason_and_original_bytes(
+    worker: Worker,
+) -> None:
+    good = journey_stream(customers=3, events=6)
+    future = {**good[0], "event_id": "future", "timestamp": "2999-01-01T00:00:00Z"}
+    bad: list[tuple[bytes | None, bytes | None, str]] = [
+        (b"k1", b"{not json", "invalid_json"),
+        (b"k2", b"\xff\xfe\x00binary", "invalid_json"),
+        (b"k3", orjson.dumps({**good[0], "event_id": "m1", "customer_id": None}), "invalid_event"),
+        (
+            b"k4",
+            orjson.dumps({**good[0], "event_id": "m2", "type": "teleport"}),
+            "unknown_event_type",
+        ),
+        (b"k5", orjson.dumps(future), "timestamp_in_future"),
+        (b"k6", None, "empty"),
+    ]
+    records = await _records(worker, [*keyed(good), *((k, v) for k, v, _ in bad)])
+
+    await worker.updater().handle(records)
+
+    letters = await _read_all(worker, worker.settings.kafka.dead_letter_topic)
+    by_key = {r.key: r for r in letters}
+    for key, value, reason in bad:
+        letter = by_key[key]
+        headers = dict(letter.headers)
+        source = next(r for r in records if r.key == key)
+        assert letter.value == value
+        assert headers["parcours.dlq.reason"] == reason.encode()
+        assert headers["parcours.dlq.topic"] == worker.settings.kafka.events_topic.encode()
+        assert int(headers["parcours.dlq.partition"]) == source.partition
+        assert int(headers["parcours.dlq.offset"]) == source.offset
+        assert orjson.loads(headers["parcours.dlq.errors"])[0]["msg"]
+    assert len(letters) == len(bad)
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    assert worker.sample("parcours_events_dead_lettered_total", reason="invalid_json") == 2
+
+
+async def test_handle_event_the_fold_cannot_apply_is_dead_lettered_and_rest_applied(
+    worker: Worker,
+) -> None:
+    class Broken(Fold):
+        def step(
+            self, state: JourneyState | None, event: Event, position: Position | None = None
+        ) -> tuple[JourneyState, SkipReason | None]:
+            if event.event_id == "e-7-3":
+                raise ZeroDivisionError("fold bug")
+            return super().step(state, event, position)
+
+    events = journey_stream(customers=1, events=6)
+    records = await _records(worker, keyed(events))
+    broken = Broken(worker.fold.map, worker.fold.limits)
+
+    await worker.updater(fold=broken).handle(records)
+
+    customer = events[0]["customer_id"]
+    state = (await _stored(worker, [customer]))[customer]
+    assert state is not None
+    assert state.events_applied == 5
+    letters = await _read_all(worker, worker.settings.kafka.dead_letter_topic)
+    assert [dict(r.headers)["parcours.dlq.reason"] for r in letters] == [b"apply_failed"]
+    assert b"ZeroDivisionError: fold bug" in dict(letters[0].headers)["parcours.dlq.errors"]
+
+
+async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(worker: Worker) -> None:
+    # A zombie after a rebalance: it loads journeys, the new owner writes them, then the zombie
+    # writes. The compare-and-set refuses the stale writes; the zombie reloads and refolds.
+    # The owner has also applied later events the zombie never saw: a stale overwrite would
+    # lose them.
+    records = await _records(worker, keyed(journey_stream(customers=8, events=180)))
+    seen_by_zombie = [r for r in records if r.offset < 20]
+    owner = worker.updater()
+
+    class Racing(JourneyStore):
+        raced = False
+
+        async def save_many(self, writes: Sequence[Write]) -> list[int]:
+            if not self.raced:
+                self.raced = True
+                await owner.handle(records)
+            return await super().save_many(writes)
+
+    racing = Racing(worker.redis, prefix=worker.settings.redis.key_prefix, ttl_ms=60_000)
+
+    await worker.updater(store=racing).handle(seen_by_zombie)
+
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    zombie_customers = {orjson.loads(r.value)["customer_id"] for r in seen_by_zombie}
+    assert worker.sample("parcours_store_write_conflicts_total") == len(zombie_customers)
+
+
+async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -> None:
+    records = await _records(worker, keyed(journey_stream(customers=2, events=4)))
+    from service.store import connect_redis, journey_store
+
+    dead = connect_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.5, max_connections=2)
+    store = journey_store(dead, prefix="x", ttl_days=1)
+
+    with pytest.raises(StoreUnavailable) as info:
+        await worker.updater(store=store).handle(records)
+
+    assert info.value.retriable
+    await dead.aclose()
+
+
+async def _read_all(worker: Worker, topic: str) -> list:
+    """Everything currently in a (small) topic: read until a poll comes back empty."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=worker.settings.kafka.bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(worker.settings.kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found = []
+        while batch := await consumer.getmany(timeout_ms=1500):
+            for records in batch.values():
+                found += records
+    finally:
+        await consumer.stop()
+    return found

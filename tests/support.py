@@ -1,0 +1,146 @@
+"""Helpers shared by integration and end-to-end tests: real producing, reading and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from models.errors import InvalidEvent
+from models.events import EventDecoder
+from models.fold import Fold, Position
+from models.state import JourneyState
+
+Record = Any  # aiokafka ConsumerRecord
+
+
+async def produce(
+    bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]
+) -> dict[int, int]:
+    """Produce (key, value) pairs and return the end offset per partition they reached."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        sent = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    ends: dict[int, int] = {}
+    for meta in sent:
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    return ends
+
+
+async def read_records(bootstrap: str, topic: str, ends: dict[int, int]) -> list[Record]:
+    """Every record of `topic` below `ends`, per partition in offset order (no group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Record] = []
+        deadline = time.monotonic() + 30
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp.partition]]:
+            assert time.monotonic() < deadline, "timed out reading back the topic"
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp_records in batch.values():
+                records += [r for r in tp_records if r.offset < ends[r.partition]]
+    finally:
+        await consumer.stop()
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets, read without joining it."""
+    watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await watcher.start()
+    try:
+        return {
+            p: (await watcher.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)
+        }
+    finally:
+        await watcher.stop()
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.1
+) -> Any:
+    """Poll an async or sync predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
+
+
+def expected_states(fold: Fold, records: Sequence[Record]) -> dict[str, JourneyState]:
+    """The pure fold of the log's valid events, customer by customer, in offset order."""
+    decoder = EventDecoder(fold.map.event_types)
+    now_ms = int(time.time() * 1000)
+    states: dict[str, JourneyState] = {}
+    for record in records:
+        try:
+            event = decoder.decode(record.value, now_ms)
+        except InvalidEvent:
+            continue
+        position = Position(record.partition, record.offset)
+        states[event.customer_id] = fold.apply(states.get(event.customer_id), event, position)
+    return states
+
+
+_TYPES = (
+    ["page_view"] * 4 + ["product_view"] * 8 + ["search"] * 2 + ["add_to_cart"] * 3
+    + ["remove_from_cart", "checkout_started", "purchase", "email_open", "email_click",
+       "ad_click", "review_read", "review_written", "referral", "app_open"]
+)  # fmt: skip
+_CHANNELS = ("web", "app", "email", "ads", "social", "store")
+
+
+def journey_stream(
+    customers: int, events: int, *, seed: int = 7, start: datetime | None = None
+) -> list[dict[str, Any]]:
+    """A reproducible stream of realistic contract events across `customers` customers."""
+    rng = random.Random(seed)
+    clock = start or datetime(2026, 11, 1, tzinfo=UTC)
+    stream = []
+    for i in range(events):
+        clock += timedelta(milliseconds=rng.randint(1, 400))
+        kind = rng.choice(_TYPES)
+        props: dict[str, Any] = {"url": f"https://shop.example/p/{i % 97}"}
+        if kind in ("product_view", "add_to_cart", "remove_from_cart") or rng.random() < 0.3:
+            props |= {
+                "product_id": f"sku-{rng.randint(1, 60)}",
+                "category": f"cat-{rng.randint(1, 8)}",
+            }
+            props["price"] = round(rng.uniform(1, 200), 2)
+            props["quantity"] = rng.randint(1, 3)
+        if kind == "purchase" and rng.random() < 0.5:
+            props["order_id"] = f"o-{i}"
+        stream.append(
+            {
+                "event_id": f"e-{seed}-{i}",
+                "customer_id": f"c-{rng.randint(1, customers)}",
+                "type": kind,
+                "channel": rng.choice(_CHANNELS),
+                "timestamp": clock.isoformat().replace("+00:00", "Z"),
+                "session_id": f"s-{i // 50}",
+                "properties": props,
+            }
+        )
+    return stream
+
+
+def keyed(events: Sequence[dict[str, Any]]) -> list[tuple[bytes | None, bytes | None]]:
+    return [(e["customer_id"].encode(), orjson.dumps(e)) for e in events]
