@@ -16,6 +16,7 @@ from models.errors import InvalidEvent
 from models.events import EventDecoder
 from models.fold import Fold, Position
 from models.state import JourneyState
+from service.settings import Settings
 
 Record = Any  # aiokafka ConsumerRecord
 
@@ -144,3 +145,21 @@ def journey_stream(
 
 def keyed(events: Sequence[dict[str, Any]]) -> list[tuple[bytes | None, bytes | None]]:
     return [(e["customer_id"].encode(), orjson.dumps(e)) for e in events]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that give a child process the same isolated settings."""
+    kafka, redis = settings.kafka, settings.redis
+    return {
+        "PARCOURS_KAFKA_BOOTSTRAP": kafka.bootstrap or "",
+        "PARCOURS_KAFKA_EVENTS_TOPIC": kafka.events_topic,
+        "PARCOURS_KAFKA_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+        "PARCOURS_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
+        "PARCOURS_KAFKA_PARTITIONS": str(kafka.partitions),
+        "PARCOURS_KAFKA_SESSION_TIMEOUT_MS": str(kafka.session_timeout_ms),
+        "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": str(kafka.heartbeat_interval_ms),
+        "PARCOURS_KAFKA_FETCH_MAX_WAIT_MS": str(kafka.fetch_max_wait_ms),
+        "PARCOURS_REDIS_URL": redis.url or "",
+        "PARCOURS_REDIS_KEY_PREFIX": redis.key_prefix,
+        "PARCOURS_CONSUMER_METRICS_PORT": "0",
+    }

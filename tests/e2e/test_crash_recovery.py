@@ -1,0 +1,149 @@
+"""SIGKILL a consumer mid-stream while a second member joins: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+
+from service.bus import ensure_topics
+from service.journey import build_fold
+from service.store import connect_redis, journey_store
+from tests.conftest import make_settings
+from tests.e2e.conftest import Role
+from tests.support import (
+    committed,
+    expected_states,
+    journey_stream,
+    keyed,
+    produce,
+    read_records,
+    settings_env,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+EVENTS = 50_000
+CUSTOMERS = 3_000
+PARTITIONS = 6
+
+
+def _stream_with_faults() -> tuple[list[tuple[bytes | None, bytes | None]], set[str], int]:
+    """50k events, 2% of them sent again later (client retries), and 40 poison records."""
+    rng = random.Random(5)
+    events = journey_stream(customers=CUSTOMERS, events=EVENTS, seed=5)
+    messages = keyed(events)
+    for index in rng.sample(range(EVENTS - 1000), EVENTS // 50):
+        retry_at = rng.randint(index + 1, len(messages))
+        messages.insert(retry_at, keyed([events[index]])[0])
+    poison = [(b"bad", b'{"event_id": "p%d", "type": ' % i) for i in range(40)]
+    for message in poison:
+        messages.insert(rng.randint(0, len(messages)), message)
+    return messages, {e["event_id"] for e in events}, len(poison)
+
+
+async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactly_once(
+    kafka_bootstrap: str, redis_url: str, roles: list[Role], tmp_path: Path
+) -> None:
+    settings = make_settings(kafka_bootstrap, redis_url, partitions=PARTITIONS)
+    kafka = settings.kafka
+    await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+    env = settings_env(settings)
+    messages, event_ids, poison = _stream_with_faults()
+    ends: dict[int, int] = {}
+
+    async def produce_paced() -> None:
+        for start in range(0, len(messages), 1000):
+            sent = await produce(
+                kafka_bootstrap, kafka.events_topic, messages[start : start + 1000]
+            )
+            for partition, end in sent.items():
+                ends[partition] = max(ends.get(partition, 0), end)
+            await asyncio.sleep(0.15)
+
+    def start(name: str) -> Role:
+        role = Role(["consume"], env, tmp_path / f"{name}.log")
+        roles.append(role)
+        return role
+
+    async def progress() -> int:
+        offsets = await committed(
+            kafka_bootstrap, kafka.consumer_group, kafka.events_topic, PARTITIONS
+        )
+        return sum(offsets.values())
+
+    first = start("first")
+    producing = asyncio.create_task(produce_paced())
+    await wait_until(progress, timeout_s=60)
+    second = start("second")
+    await asyncio.to_thread(second.wait_for_output, "partitions assigned: " + kafka.events_topic)
+    await asyncio.sleep(1.0)
+
+    assert not producing.done(), "the kill must land mid-stream"
+    done_before_kill = await progress()
+    first.kill()
+    restarted = start("restarted")
+    await producing
+    assert 0 < done_before_kill < sum(ends.values())
+
+    async def caught_up() -> bool:
+        offsets = await committed(
+            kafka_bootstrap, kafka.consumer_group, kafka.events_topic, PARTITIONS
+        )
+        return offsets == {p: ends.get(p, 0) for p in range(PARTITIONS)}
+
+    await wait_until(caught_up, timeout_s=180, interval_s=0.5)
+    assert second.terminate() == 0
+    assert restarted.terminate() == 0
+
+    records = await read_records(kafka_bootstrap, kafka.events_topic, ends)
+    assert len(records) == len(messages)
+    expected = expected_states(build_fold(settings.journey), records)
+    redis = connect_redis(redis_url, socket_timeout_s=5, max_connections=4)
+    store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
+    customers = sorted(expected)
+    stored = await store.load_many(customers)
+    await redis.aclose()
+    mismatched = [c for c, s in zip(customers, stored, strict=True) if s.state != expected[c]]
+    assert not mismatched, (
+        f"{len(mismatched)} journeys differ from the pure fold, e.g. {mismatched[:5]}"
+    )
+    assert sum(s.state.events_applied for s in stored if s.state) == len(event_ids)
+
+    letters = await read_records(kafka_bootstrap, kafka.dead_letter_topic, await _dlq_ends(kafka))
+    positions = {
+        (
+            int(dict(r.headers)["parcours.dlq.partition"]),
+            int(dict(r.headers)["parcours.dlq.offset"]),
+        )
+        for r in letters
+    }
+    poison_positions = {(r.partition, r.offset) for r in records if r.key == b"bad"}
+    assert positions == poison_positions
+    assert len(poison_positions) == poison
+    assert all(orjson.loads(dict(r.headers)["parcours.dlq.errors"]) for r in letters)
+
+
+async def _dlq_ends(kafka: object) -> dict[int, int]:
+    """End offsets of the dead-letter topic, found by reading until nothing more arrives."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    bootstrap = kafka.bootstrap  # type: ignore[attr-defined]
+    topic = kafka.dead_letter_topic  # type: ignore[attr-defined]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]  # type: ignore[attr-defined]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = dict.fromkeys(range(len(tps)), 0)
+        while batch := await consumer.getmany(timeout_ms=2000):
+            for tp, found in batch.items():
+                ends[tp.partition] = found[-1].offset + 1
+        return ends
+    finally:
+        await consumer.stop()
