@@ -1,0 +1,126 @@
+"""The `parcours` command's own behaviour: clear errors, schema output, replay reports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from models.events import event_json_schema
+from service.bus import ensure_topics
+from service.cli import app
+from service.settings import get_settings
+from tests.conftest import make_settings
+from tests.support import journey_stream, settings_env
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Each invocation reads its environment afresh, as a new process would."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_check_map_malformed_file_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
+    shop = tmp_path / "shop.yaml"
+    shop.write_text("name: shop\nstages: [a, b]\nrules:\n  - to: c\n    events: [page_view]\n")
+
+    result = runner.invoke(app, ["check-map", str(shop)])
+
+    assert result.exit_code == 2
+    assert f"{shop}:4: rules[0].to: unknown stage 'c'" in result.output
+
+
+def test_check_map_builtin_b2b_summarizes_stages() -> None:
+    result = runner.invoke(app, ["check-map", "b2b"])
+
+    assert result.exit_code == 0
+    assert "research -> site_visit -> call_booked" in result.output
+
+
+def test_api_with_malformed_map_fails_at_start_up(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nstages: [a]\n")
+
+    result = runner.invoke(app, ["api"], env={"PARCOURS_JOURNEY_MAP": str(broken)})
+
+    assert result.exit_code == 2
+    assert f"{broken}:2: stages:" in result.output
+
+
+def test_schema_matches_the_published_file() -> None:
+    result = runner.invoke(app, ["schema"])
+
+    assert result.exit_code == 0
+    assert orjson.loads(result.output) == event_json_schema()
+    published = Path(__file__).parents[2] / "models" / "event.schema.json"
+    assert orjson.loads(published.read_bytes()) == orjson.loads(result.output)
+
+
+def test_replay_jsonl_sends_valid_events_and_reports_bad_lines(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(kafka_bootstrap, redis_url)
+    asyncio.run(ensure_topics(settings.kafka, [settings.kafka.events_topic]))
+    events = journey_stream(customers=5, events=30)
+    lines = [orjson.dumps(e).decode() for e in events]
+    lines.insert(3, '{"event_id": "broken"')
+    lines.insert(10, orjson.dumps({**events[0], "type": "teleport"}).decode())
+    recorded = tmp_path / "events.jsonl"
+    recorded.write_text("\n".join(lines) + "\n")
+
+    result = runner.invoke(app, ["replay", str(recorded)], env=settings_env(settings))
+
+    assert result.exit_code == 0, result.output
+    assert "sent 30 events for 5 customers" in result.output
+    assert "2 invalid lines skipped" in result.output
+    assert "line 4: invalid_json" in result.output
+    assert "line 11: unknown_event_type" in result.output
+    ends = dict.fromkeys(range(settings.kafka.partitions), 0)
+    records = asyncio.run(_read_all(kafka_bootstrap, settings.kafka.events_topic, ends))
+    assert sorted(orjson.loads(r.value)["event_id"] for r in records) == sorted(
+        e["event_id"] for e in events
+    )
+
+
+def test_replay_without_kafka_configured_explains_how_to_get_one(tmp_path: Path) -> None:
+    recorded = tmp_path / "events.jsonl"
+    recorded.write_text(orjson.dumps(journey_stream(customers=1, events=1)[0]).decode())
+
+    result = runner.invoke(app, ["replay", str(recorded)], env={"PARCOURS_KAFKA_BOOTSTRAP": ""})
+
+    assert result.exit_code == 2
+    assert "PARCOURS_KAFKA_BOOTSTRAP is not set" in result.output
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_replay_unknown_format_is_rejected(fmt: str) -> None:
+    result = runner.invoke(app, ["replay", "sample", "--format", fmt])
+
+    assert result.exit_code == 2
+    assert "unknown format" in result.output
+
+
+async def _read_all(bootstrap: str, topic: str, ends: dict[int, int]) -> list:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found = []
+        while batch := await consumer.getmany(timeout_ms=1500):
+            for records in batch.values():
+                found += records
+        return found
+    finally:
+        await consumer.stop()

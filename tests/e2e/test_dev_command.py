@@ -1,0 +1,78 @@
+"""`parcours dev --replay sample`, the README's first command, on the embedded default."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.errors import InvalidEvent
+from service.api.schemas import JourneyPublic
+from service.embedded import free_port
+from service.journey import build_decoder, build_fold
+from service.replay import SAMPLE_FILE, read_lines
+from service.settings import JourneySettings
+from tests.e2e.conftest import Role
+
+pytestmark = pytest.mark.slow
+
+
+def _sample_journeys() -> dict[str, JourneyPublic]:
+    fold = build_fold(JourneySettings())
+    decoder = build_decoder(JourneySettings(), fold.map)
+    states = {}
+    for line in read_lines(SAMPLE_FILE):
+        try:
+            event = decoder.decode(line.raw, int(time.time() * 1000))
+        except InvalidEvent:
+            continue
+        states[event.customer_id] = fold.apply(states.get(event.customer_id), event)
+    return {c: JourneyPublic.from_state(s) for c, s in states.items()}
+
+
+def _listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), 0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
+    roles: list[Role], tmp_path: Path
+) -> None:
+    port = free_port()
+    embedded = {"PARCOURS_KAFKA_BOOTSTRAP": "", "PARCOURS_REDIS_URL": ""}
+    dev = Role(["dev", "--replay", "sample", "--port", str(port)], embedded, tmp_path / "dev.log")
+    roles.append(dev)
+    dev.wait_for_output("Try: curl", timeout_s=120)
+    output = dev.output()
+    assert re.search(r"Replayed 4170 events for \d+ customers", output)
+    customer = re.search(r"/v1/customers/([^/]+)/journey", output.split("Try: curl")[1]).group(1)
+    kafka = re.search(r"PARCOURS_KAFKA_BOOTSTRAP=(\S+)", output).group(1)
+
+    expected = _sample_journeys()
+    buyer = next(c for c, j in expected.items() if j.purchases.count and c != customer)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as api:
+        for who in (customer, buyer):
+            deadline = time.monotonic() + 60
+            while (response := api.get(f"/v1/customers/{who}/journey")).status_code == 404:
+                assert time.monotonic() < deadline, "journey never appeared"
+                time.sleep(0.2)
+            while response.json()["events_applied"] < expected[who].events_applied:
+                assert time.monotonic() < deadline, "journey never caught up"
+                time.sleep(0.2)
+                response = api.get(f"/v1/customers/{who}/journey")
+            assert response.json() == expected[who].model_dump(mode="json")
+        assert api.get("/readyz").json()["status"] == "ready"
+
+    dev.process.send_signal(signal.SIGINT)
+    assert dev.process.wait(60) == 0
+    assert not _listening(f"127.0.0.1:{port}"), "the API must be stopped"
+    assert not _listening(kafka), "the embedded broker must be stopped"
