@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -31,6 +33,38 @@ Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 class Handler(Protocol):
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None: ...
+
+
+class CollectBetweenBatches:
+    """Run Python's cycle collector between batches instead of during them.
+
+    A batch keeps ~100k young objects alive until it is committed; automatic collection runs
+    every few thousand allocations and walks those live objects each time without freeing
+    any (measured: ~15% of the consumer's CPU). Journey data has no reference cycles, so
+    reference counting frees a batch; the collector only needs to catch the occasional cycle
+    from libraries, which a young-generation pass after each batch and a full pass every
+    minute do. Set-up objects are frozen out of the collector's view.
+    """
+
+    def __init__(self, full_every_s: float = 60.0) -> None:
+        self._full_every_s = full_every_s
+        self._last_full = time.monotonic()
+
+    def start(self) -> None:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+
+    def after_batch(self) -> None:
+        now = time.monotonic()
+        if now - self._last_full >= self._full_every_s:
+            gc.collect()
+            self._last_full = now
+        else:
+            gc.collect(1)
+
+    def stop(self) -> None:
+        gc.enable()
 
 
 class Backoff:
@@ -70,23 +104,30 @@ class BatchRunner:
         self._poll_timeout_ms = poll_timeout_ms
         self._backoff = backoff or Backoff(0.2, 10.0)
         self._in_flight = asyncio.Lock()
+        self._collector = CollectBetweenBatches()
 
     def listener(self) -> ConsumerRebalanceListener:
         """Pass to `consumer.subscribe(..., listener=...)`."""
         return _Listener(self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            batch: Batch = await self._consumer.getmany(
-                timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
-            )
-            if not batch:
-                continue
-            async with self._in_flight:
-                delay = await self._process(batch)
-            if delay:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+        self._collector.start()
+        try:
+            while not stop.is_set():
+                batch: Batch = await self._consumer.getmany(
+                    timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
+                )
+                if not batch:
+                    continue
+                async with self._in_flight:
+                    delay = await self._process(batch)
+                del batch
+                self._collector.after_batch()
+                if delay:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            self._collector.stop()
 
     async def _process(self, batch: Batch) -> float:
         """Handle and commit; returns how long to back off (0 on success)."""

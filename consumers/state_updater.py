@@ -22,10 +22,10 @@ from consumers.deadletter import DeadLetter, DeadLetterSink
 from models.errors import InvalidEvent
 from models.events import Event, EventDecoder
 from models.fold import Fold, Position
-from models.state import JourneyState, encode_state
+from models.state import JourneyState, decode_state, encode_state
 from service.errors import WriteConflict
 from service.metrics import ConsumerMetrics
-from service.store import JourneyStore, Write
+from service.store import JourneyStore, Stored, Write
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,11 @@ Record: TypeAlias = ConsumerRecord  # of bytes key and value
 class _Folded:
     """One customer's batch folded onto the stored journey."""
 
-    state: JourneyState | None
+    state: JourneyState | None = None
+    rev: int = 0
     applied: list[tuple[Event, Record]] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)
+    redelivered: int = 0
+    duplicates: int = 0
     failed: list[DeadLetter] = field(default_factory=list)
 
 
@@ -73,12 +75,12 @@ class StateUpdater:
         for _ in range(self._max_attempts):
             stored = await self._store.load_many(pending)
             attempt = {
-                customer: self._fold_customer(loaded.state, by_customer[customer])
+                customer: self._fold_customer(loaded, by_customer[customer])
                 for customer, loaded in zip(pending, stored, strict=True)
             }
             writes = [
-                Write(customer, encode_state(result.state), loaded.rev)
-                for (customer, result), loaded in zip(attempt.items(), stored, strict=True)
+                Write(customer, encode_state(result.state), result.rev)
+                for customer, result in attempt.items()
                 if result.applied and result.state is not None
             ]
             conflicted = {writes[i].customer_id for i in await self._store.save_many(writes)}
@@ -109,42 +111,64 @@ class StateUpdater:
             by_customer.setdefault(event.customer_id, []).append((event, record))
         return by_customer, letters
 
-    def _fold_customer(
-        self, state: JourneyState | None, items: list[tuple[Event, Record]]
-    ) -> _Folded:
-        result = _Folded(state)
+    def _fold_customer(self, stored: Stored, items: list[tuple[Event, Record]]) -> _Folded:
+        """Apply in place on a freshly decoded state; the decoded state is ours alone."""
+        result = _Folded(_decoded(stored), rev=stored.rev)
         for event, record in items:
             position = Position(record.partition, record.offset)
             try:
-                result.state, skipped = self._fold.step(result.state, event, position)
+                result.state, skipped = self._fold.step_owned(result.state, event, position)
             except Exception as exc:  # a fold bug must not stall the partition
                 logger.exception(
                     "cannot apply event at %s[%d]@%d", record.topic, record.partition, record.offset
                 )
                 result.failed.append(DeadLetter(record, "apply_failed", [_error(exc)]))
+                result.state = self._rebuild(stored, result.applied)
                 continue
             if skipped is None:
                 result.applied.append((event, record))
+            elif skipped == "redelivered":
+                result.redelivered += 1
             else:
-                result.skipped[skipped] += 1
+                result.duplicates += 1
         return result
+
+    def _rebuild(self, stored: Stored, applied: list[tuple[Event, Record]]) -> JourneyState | None:
+        """The state before a failed event: the stored snapshot plus the events applied since."""
+        state = _decoded(stored)
+        for event, record in applied:
+            state, _ = self._fold.step_owned(
+                state, event, Position(record.partition, record.offset)
+            )
+        return state
 
     def _record(self, folded: Iterable[_Folded], letters: list[DeadLetter]) -> None:
         metrics = self._metrics
         now = self._clock()
-        applied_types: Counter[str] = Counter()
-        skipped: Counter[str] = Counter()
+        applied_types: dict[str, int] = {}
+        redelivered = duplicates = 0
+        oldest: dict[int, int] = {}
         for result in folded:
-            skipped.update(result.skipped)
+            redelivered += result.redelivered
+            duplicates += result.duplicates
             for event, record in result.applied:
-                applied_types[event.type] += 1
-                metrics.state_lag.observe(max(0.0, now - record.timestamp / 1000))
+                applied_types[event.type] = applied_types.get(event.type, 0) + 1
+                if record.timestamp < oldest.get(record.partition, record.timestamp + 1):
+                    oldest[record.partition] = record.timestamp
+        for timestamp in oldest.values():  # one sample per partition per batch: its worst case
+            metrics.state_lag.observe(max(0.0, now - timestamp / 1000))
         for event_type, count in applied_types.items():
             metrics.applied.labels(event_type).inc(count)
-        for reason, count in skipped.items():
-            metrics.deduplicated.labels(reason).inc(count)
+        if redelivered:
+            metrics.deduplicated.labels("redelivered").inc(redelivered)
+        if duplicates:
+            metrics.deduplicated.labels("duplicate_event_id").inc(duplicates)
         for reason, count in Counter(letter.reason for letter in letters).items():
             metrics.dead_lettered.labels(reason).inc(count)
+
+
+def _decoded(stored: Stored) -> JourneyState | None:
+    return decode_state(stored.state) if stored.state is not None else None
 
 
 def _error(exc: Exception) -> dict[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Final
 
 import orjson
@@ -123,7 +124,7 @@ class Event(BaseModel):
     session_id: Identifier | None = None
     properties: EventProperties = Field(default_factory=EventProperties)
 
-    @property
+    @cached_property
     def timestamp_ms(self) -> int:
         """Event time as integer milliseconds since the epoch (exact, no float rounding)."""
         delta = self.timestamp - _EPOCH

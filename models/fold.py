@@ -70,19 +70,19 @@ class Fold:
     def step(
         self, state: JourneyState | None, event: Event, position: Position | None = None
     ) -> tuple[JourneyState, SkipReason | None]:
-        """The state after `event`, or the same state and why the event was skipped."""
-        digest = event_digest(event.event_id)
-        if state is not None:
-            reason = _already_applied(state, digest, position)
-            if reason is not None:
-                return state, reason
-        t = event.timestamp_ms
-        new = self._start(event, t) if state is None else state.copy()
-        self._apply(new, event, t)
-        new.seen = (new.seen + digest)[-self.limits.seen_event_ids * DIGEST_WIDTH :]
-        if position is not None:
-            new.offsets[str(position.partition)] = position.offset
-        return new, None
+        """The state after `event`, or the same state and why the event was skipped. Pure."""
+        return self._step(state, event, position, owned=False)
+
+    def step_owned(
+        self, state: JourneyState | None, event: Event, position: Position | None = None
+    ) -> tuple[JourneyState, SkipReason | None]:
+        """`step` that may change and return `state` itself instead of a copy.
+
+        For callers that own `state` (they just decoded it and hold no other reference), so a
+        batch does not pay for a copy per event. If it raises, `state` may be half changed:
+        rebuild it from where it came from.
+        """
+        return self._step(state, event, position, owned=True)
 
     def apply(
         self, state: JourneyState | None, event: Event, position: Position | None = None
@@ -97,6 +97,27 @@ class Fold:
         for event, position in events:
             state = self.apply(state, event, position)
         return state
+
+    def _step(
+        self, state: JourneyState | None, event: Event, position: Position | None, *, owned: bool
+    ) -> tuple[JourneyState, SkipReason | None]:
+        digest = event_digest(event.event_id)
+        if state is not None:
+            reason = _already_applied(state, digest, position)
+            if reason is not None:
+                return state, reason
+        t = event.timestamp_ms
+        if state is None:
+            new = self._start(event, t)
+        elif owned:
+            new = state
+        else:
+            new = state.copy()
+        self._apply(new, event, t)
+        new.seen = (new.seen + digest)[-self.limits.seen_event_ids * DIGEST_WIDTH :]
+        if position is not None:
+            new.offsets[str(position.partition)] = position.offset
+        return new, None
 
     def _start(self, event: Event, t: int) -> JourneyState:
         stage = self.map.initial_stage

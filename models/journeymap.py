@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -103,6 +103,19 @@ class JourneyMap:
     session_timeout_ms: int
     rules: tuple[Rule, ...]
     description: str = ""
+    _positions: dict[str, int] = field(init=False, repr=False, compare=False)
+    _by_type: dict[str, tuple[tuple[Rule, int], ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every event asks the map; index the rules by event type once, in file order, each
+        # with its target's position, so a question costs a dict lookup and a short loop.
+        positions = {stage: i for i, stage in enumerate(self.stages)}
+        by_type: dict[str, list[tuple[Rule, int]]] = {}
+        for rule in self.rules:
+            for event_type in rule.events:
+                by_type.setdefault(event_type, []).append((rule, positions[rule.to]))
+        object.__setattr__(self, "_positions", positions)
+        object.__setattr__(self, "_by_type", {k: tuple(v) for k, v in by_type.items()})
 
     @property
     def initial_stage(self) -> str:
@@ -111,27 +124,33 @@ class JourneyMap:
     def next_stage(
         self, current: str, event_type: str, channel: str, measure: Callable[[str], float]
     ) -> str | None:
-        """The stage this event moves a customer in `current` to, or None to stay."""
-        position = self._position(current)
-        for rule in self.rules:
-            if event_type not in rule.events or rule.to == current:
+        """The stage this event moves a customer in `current` to, or None to stay.
+
+        A stage from an older version of the map has position -1: any forward rule applies.
+        """
+        position = self._positions.get(current, -1)
+        for rule, target in self._by_type.get(event_type, ()):
+            if rule.to == current:
                 continue
             if rule.channels is not None and channel not in rule.channels:
                 continue
             if rule.from_stages is None:
-                if self._position(rule.to) <= position:
+                if target <= position:
                     continue
             elif current not in rule.from_stages:
                 continue
-            if all(c.holds(measure) for c in rule.where):
+            if _conditions_hold(rule.where, measure):
                 return rule.to
         return None
 
-    def _position(self, stage: str) -> int:
-        try:
-            return self.stages.index(stage)
-        except ValueError:
-            return -1  # a stage from an older map version: any forward rule applies
+
+def _conditions_hold(conditions: tuple[Condition, ...], measure: Callable[[str], float]) -> bool:
+    # A plain loop, not all(<genexpr>): this runs for every event and most rules have no
+    # conditions, where building a generator would be the whole cost.
+    for condition in conditions:  # noqa: SIM110
+        if not condition.holds(measure):
+            return False
+    return True
 
 
 def load_journey_map(name_or_path: str | Path) -> JourneyMap:

@@ -163,7 +163,10 @@ class EventPublisher:
 
     async def publish(self, events: Sequence[Event]) -> Published:
         """Send and wait for acks; events not acknowledged within the timeout are `failed`."""
-        producer = self._producer.get()
+        try:
+            producer = self._producer.get()
+        except BusUnavailable:
+            return Published([], [event.event_id for event in events])
         futures: list[asyncio.Future[Any]] = []
 
         async def enqueue() -> None:

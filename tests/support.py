@@ -15,8 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from models.errors import InvalidEvent
 from models.events import EventDecoder
 from models.fold import Fold, Position
-from models.state import JourneyState
+from models.state import JourneyState, decode_state
 from service.settings import Settings
+from service.store import JourneyStore
 
 Record = Any  # aiokafka ConsumerRecord
 
@@ -162,4 +163,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PARCOURS_REDIS_URL": redis.url or "",
         "PARCOURS_REDIS_KEY_PREFIX": redis.key_prefix,
         "PARCOURS_CONSUMER_METRICS_PORT": "0",
+    }
+
+
+async def stored_states(
+    store: JourneyStore, customers: Sequence[str]
+) -> dict[str, JourneyState | None]:
+    """What Redis holds for each customer, decoded."""
+    loaded = await store.load_many(list(customers))
+    return {
+        c: decode_state(s.state) if s.state is not None else None
+        for c, s in zip(customers, loaded, strict=True)
     }

@@ -8,12 +8,19 @@ import orjson
 import pytest
 
 from models.events import Event
-from models.fold import Fold, Position, SkipReason
+from models.fold import Fold
 from models.state import JourneyState
 from service.errors import StoreUnavailable
 from service.store import JourneyStore, Write
 from tests.integration.conftest import Worker
-from tests.support import expected_states, journey_stream, keyed, produce, read_records
+from tests.support import (
+    expected_states,
+    journey_stream,
+    keyed,
+    produce,
+    read_records,
+    stored_states,
+)
 
 
 async def _records(worker: Worker, messages: Sequence[tuple[bytes | None, bytes | None]]) -> list:
@@ -23,8 +30,7 @@ async def _records(worker: Worker, messages: Sequence[tuple[bytes | None, bytes 
 
 
 async def _stored(worker: Worker, customers: Sequence[str]) -> dict[str, JourneyState | None]:
-    loaded = await worker.store.load_many(list(customers))
-    return {c: s.state for c, s in zip(customers, loaded, strict=True)}
+    return await stored_states(worker.store, customers)
 
 
 async def test_handle_batch_state_equals_pure_fold(worker: Worker) -> None:
@@ -107,12 +113,12 @@ async def test_handle_event_the_fold_cannot_apply_is_dead_lettered_and_rest_appl
     worker: Worker,
 ) -> None:
     class Broken(Fold):
-        def step(
-            self, state: JourneyState | None, event: Event, position: Position | None = None
-        ) -> tuple[JourneyState, SkipReason | None]:
+        """Fails on one event after having changed the state: a half-applied event."""
+
+        def _apply(self, state: JourneyState, event: Event, t: int) -> None:
+            super()._apply(state, event, t)
             if event.event_id == "e-7-3":
                 raise ZeroDivisionError("fold bug")
-            return super().step(state, event, position)
 
     events = journey_stream(customers=1, events=6)
     records = await _records(worker, keyed(events))
@@ -121,9 +127,10 @@ async def test_handle_event_the_fold_cannot_apply_is_dead_lettered_and_rest_appl
     await worker.updater(fold=broken).handle(records)
 
     customer = events[0]["customer_id"]
-    state = (await _stored(worker, [customer]))[customer]
-    assert state is not None
-    assert state.events_applied == 5
+    healthy = [r for r in records if orjson.loads(r.value)["event_id"] != "e-7-3"]
+    assert (await _stored(worker, [customer]))[customer] == expected_states(worker.fold, healthy)[
+        customer
+    ]
     letters = await _read_all(worker, worker.settings.kafka.dead_letter_topic)
     assert [dict(r.headers)["parcours.dlq.reason"] for r in letters] == [b"apply_failed"]
     assert b"ZeroDivisionError: fold bug" in dict(letters[0].headers)["parcours.dlq.errors"]

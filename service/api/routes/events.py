@@ -54,7 +54,7 @@ _BODY_DOC: dict[str, Any] = {
 async def post_events(request: Request, ctx: Context) -> EventsAccepted | Response:
     """Accepted ids are returned only after Kafka acknowledged them; resending is always safe."""
     content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type:
+    if "json" not in content_type.lower():
         raise HTTPException(415, f"expected application/json, got {content_type}")
     body = await _read_body(request, ctx.settings.api.max_body_bytes)
     events = ctx.decoder.decode_batch(body, int(time.time() * 1000))

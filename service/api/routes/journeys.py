@@ -15,7 +15,7 @@ CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 @router.get(
-    "/customers/{customer_id}/journey",
+    "/customers/{customer_id:path}/journey",
     summary="A customer's live journey state",
     responses={404: {"model": Problem, "description": "No event seen for this customer"}},
 )

@@ -1,0 +1,215 @@
+"""Consumer throughput: Kafka to committed Redis state, per `parcours consume` process.
+
+Produces N ~300-byte events for C customers once, then alternates runs of
+  - raw: an aiokafka group consumer that only reads (the ceiling for this machine), and
+  - parcours: one `parcours consume` process (fresh group, empty Redis key space),
+measuring each from its first to its last committed offset, so the group join is excluded.
+Prints the per-run rates, the medians and the parcours/raw ratio.
+
+    python -m bench.consumer_throughput --events 200000 --customers 100000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from service.embedded import EmbeddedKafka, EmbeddedRedis
+
+TYPES = ["product_view"] * 12 + ["page_view"] * 4 + ["add_to_cart"] * 2 + ["search", "purchase"]
+
+
+def events(count: int, customers: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
+    """Contract events of about 300 bytes, keyed by customer."""
+    rng = random.Random(seed)
+    clock = datetime(2026, 11, 1, tzinfo=UTC)
+    out = []
+    for i in range(count):
+        clock += timedelta(milliseconds=rng.randint(1, 50))
+        customer = f"customer-{rng.randint(1, customers):06d}"
+        kind = rng.choice(TYPES)
+        product = f"sku-{rng.randint(1, 5000):05d}"
+        event = {
+            "event_id": f"{uuid.UUID(int=rng.getrandbits(128))}",
+            "customer_id": customer,
+            "type": kind,
+            "channel": rng.choice(["web", "app", "email"]),
+            "timestamp": clock.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "session_id": f"sess-{customer}-{i // 5000}",
+            "properties": {
+                "product_id": product,
+                "category": f"electronics.cat{rng.randint(1, 40)}",
+                "price": round(rng.uniform(5, 500), 2),
+                "url": f"https://shop.example.com/p/{product}",
+            },
+        }
+        out.append((customer.encode(), orjson.dumps(event)))
+    return out
+
+
+async def produce(
+    bootstrap: str, topic: str, partitions: int, messages: list[tuple[bytes, bytes]]
+) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, partitions, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256_000
+    )
+    await producer.start()
+    ends: dict[int, int] = {}
+    try:
+        for start in range(0, len(messages), 20_000):
+            futures = [
+                await producer.send(topic, value, key=key)
+                for key, value in messages[start : start + 20_000]
+            ]
+            for meta in await asyncio.gather(*futures):
+                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+async def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await watcher.start()
+    try:
+        return sum(
+            [(await watcher.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)]
+        )
+    finally:
+        await watcher.stop()
+
+
+async def timed_until_committed(
+    bootstrap: str, group: str, topic: str, partitions: int, total: int
+) -> float:
+    """Events per second between the first and the last commit the bench observes."""
+    first_at = first_done = None
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        done = await committed_total(bootstrap, group, topic, partitions)
+        now = time.monotonic()
+        if first_at is None and done > 0:
+            first_at, first_done = now, done
+        if done >= total:
+            assert first_at is not None
+            assert first_done is not None
+            return (total - first_done) / (now - first_at) if now > first_at else float("nan")
+        await asyncio.sleep(0.1)
+    raise TimeoutError("consumer did not finish")
+
+
+async def raw_run(bootstrap: str, topic: str, partitions: int, total: int) -> float:
+    group = f"raw-{uuid.uuid4().hex[:8]}"
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        max_poll_records=2000,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            if batch and started is None:
+                started = time.monotonic()
+            seen += sum(len(records) for records in batch.values())
+            if batch:
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        assert started is not None
+        return total / (time.monotonic() - started)
+    finally:
+        await consumer.stop()
+
+
+async def parcours_run(
+    bootstrap: str, redis_url: str, topic: str, partitions: int, total: int
+) -> float:
+    tag = uuid.uuid4().hex[:8]
+    group = f"bench-{tag}"
+    env = {
+        **os.environ,
+        "PARCOURS_KAFKA_BOOTSTRAP": bootstrap,
+        "PARCOURS_KAFKA_EVENTS_TOPIC": topic,
+        "PARCOURS_KAFKA_DEAD_LETTER_TOPIC": f"{topic}.dlq",
+        "PARCOURS_KAFKA_CONSUMER_GROUP": group,
+        "PARCOURS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "PARCOURS_REDIS_URL": redis_url,
+        "PARCOURS_REDIS_KEY_PREFIX": f"bench-{tag}",
+        "PARCOURS_CONSUMER_METRICS_PORT": "0",
+        "PARCOURS_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "consume", env=env
+    )
+    try:
+        return await timed_until_committed(bootstrap, group, topic, partitions, total)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+async def main(args: argparse.Namespace) -> None:
+    kafka = None if os.environ.get("PARCOURS_KAFKA_BOOTSTRAP") else EmbeddedKafka()
+    redis = None if os.environ.get("PARCOURS_REDIS_URL") else EmbeddedRedis()
+    for server in (kafka, redis):
+        if server:
+            server.start()
+    try:
+        bootstrap = kafka.bootstrap if kafka else os.environ["PARCOURS_KAFKA_BOOTSTRAP"]
+        redis_url = redis.url if redis else os.environ["PARCOURS_REDIS_URL"]
+        topic = f"bench-events-{uuid.uuid4().hex[:8]}"
+        messages = events(args.events, args.customers)
+        size = statistics.mean(len(v) for _, v in messages[:10_000])
+        print(f"{args.events} events ({size:.0f} bytes mean) for {args.customers} customers")
+        started = time.monotonic()
+        await produce(bootstrap, topic, args.partitions, messages)
+        print(f"produced in {time.monotonic() - started:.1f}s")
+        raw, ours = [], []
+        for run in range(args.runs):
+            raw.append(await raw_run(bootstrap, topic, args.partitions, args.events))
+            ours.append(
+                await parcours_run(bootstrap, redis_url, topic, args.partitions, args.events)
+            )
+            print(f"run {run + 1}: raw aiokafka {raw[-1]:,.0f}/s, parcours {ours[-1]:,.0f}/s")
+        print(
+            f"median: raw aiokafka {statistics.median(raw):,.0f} events/s, "
+            f"parcours consume {statistics.median(ours):,.0f} events/s, "
+            f"ratio {statistics.median(ours) / statistics.median(raw):.2f}"
+        )
+    finally:
+        for server in (kafka, redis):
+            if server:
+                server.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=3)
+    asyncio.run(main(parser.parse_args()))
