@@ -105,6 +105,7 @@ class JourneyMap:
     description: str = ""
     _positions: dict[str, int] = field(init=False, repr=False, compare=False)
     _by_type: dict[str, tuple[tuple[Rule, int], ...]] = field(init=False, repr=False, compare=False)
+    _conditional: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Every event asks the map; index the rules by event type once, in file order, each
@@ -114,12 +115,18 @@ class JourneyMap:
         for rule in self.rules:
             for event_type in rule.events:
                 by_type.setdefault(event_type, []).append((rule, positions[rule.to]))
+        conditional = {t for t, rules in by_type.items() if any(r.where for r, _ in rules)}
+        object.__setattr__(self, "_conditional", frozenset(conditional))
         object.__setattr__(self, "_positions", positions)
         object.__setattr__(self, "_by_type", {k: tuple(v) for k, v in by_type.items()})
 
     @property
     def initial_stage(self) -> str:
         return self.stages[0]
+
+    def has_conditions(self, event_type: str) -> bool:
+        """Whether any rule for this event type has `where` conditions (needs measures)."""
+        return event_type in self._conditional
 
     def next_stage(
         self, current: str, event_type: str, channel: str, measure: Callable[[str], float]

@@ -73,7 +73,7 @@ def test_decode_valid_event_returns_typed_event(decoder: EventDecoder) -> None:
 
     assert event.event_id == "e-1"
     assert event.type == "add_to_cart"
-    assert event.channel.value == "web"
+    assert event.channel == "web"
     assert event.timestamp_ms == NOW_MS
     assert event.properties.product_id == "sku-1"
     assert event.properties.quantity == 2
