@@ -83,33 +83,32 @@ async def produce(
     return ends
 
 
-async def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await watcher.start()
-    try:
-        return sum(
-            [(await watcher.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)]
-        )
-    finally:
-        await watcher.stop()
-
-
 async def timed_until_committed(
     bootstrap: str, group: str, topic: str, partitions: int, total: int
 ) -> float:
-    """Events per second between the first and the last commit the bench observes."""
+    """Events per second between the first and the last commit the bench observes.
+
+    One watcher client, reused: it reads the group's commits without joining the group and
+    polls four times a second, so measuring steals little CPU from the consumer.
+    """
+    watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await watcher.start()
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
     first_at = first_done = None
     deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        done = await committed_total(bootstrap, group, topic, partitions)
-        now = time.monotonic()
-        if first_at is None and done > 0:
-            first_at, first_done = now, done
-        if done >= total:
-            assert first_at is not None
-            assert first_done is not None
-            return (total - first_done) / (now - first_at) if now > first_at else float("nan")
-        await asyncio.sleep(0.1)
+    try:
+        while time.monotonic() < deadline:
+            done = sum([(await watcher.committed(tp)) or 0 for tp in tps])
+            now = time.monotonic()
+            if first_at is None and done > 0:
+                first_at, first_done = now, done
+            if done >= total:
+                assert first_at is not None
+                assert first_done is not None
+                return (total - first_done) / (now - first_at) if now > first_at else float("nan")
+            await asyncio.sleep(0.25)
+    finally:
+        await watcher.stop()
     raise TimeoutError("consumer did not finish")
 
 
