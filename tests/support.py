@@ -175,3 +175,23 @@ async def stored_states(
         c: decode_state(s.state) if s.state is not None else None
         for c, s in zip(customers, loaded, strict=True)
     }
+
+
+async def read_until_quiet(bootstrap: str, topic: str, partitions: int) -> list[Record]:
+    """Everything in a small topic whose end is unknown: read until a poll comes back empty.
+
+    (Tansu's ListOffsets answers are unreliable, so end offsets cannot be asked for.)
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: list[Record] = []
+        while batch := await consumer.getmany(timeout_ms=2000):
+            for records in batch.values():
+                found += records
+    finally:
+        await consumer.stop()
+    return sorted(found, key=lambda r: (r.partition, r.offset))

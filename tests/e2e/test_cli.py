@@ -15,7 +15,7 @@ from service.bus import ensure_topics
 from service.cli import app
 from service.settings import get_settings
 from tests.conftest import make_settings
-from tests.support import journey_stream, settings_env
+from tests.support import journey_stream, read_until_quiet, settings_env
 
 runner = CliRunner()
 
@@ -83,8 +83,9 @@ def test_replay_jsonl_sends_valid_events_and_reports_bad_lines(
     assert "2 invalid lines skipped" in result.output
     assert "line 4: invalid_json" in result.output
     assert "line 11: unknown_event_type" in result.output
-    ends = dict.fromkeys(range(settings.kafka.partitions), 0)
-    records = asyncio.run(_read_all(kafka_bootstrap, settings.kafka.events_topic, ends))
+    records = asyncio.run(
+        read_until_quiet(kafka_bootstrap, settings.kafka.events_topic, settings.kafka.partitions)
+    )
     assert sorted(orjson.loads(r.value)["event_id"] for r in records) == sorted(
         e["event_id"] for e in events
     )
@@ -106,21 +107,3 @@ def test_replay_unknown_format_is_rejected(fmt: str) -> None:
 
     assert result.exit_code == 2
     assert "unknown format" in result.output
-
-
-async def _read_all(bootstrap: str, topic: str, ends: dict[int, int]) -> list:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in ends]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        found = []
-        while batch := await consumer.getmany(timeout_ms=1500):
-            for records in batch.values():
-                found += records
-        return found
-    finally:
-        await consumer.stop()

@@ -21,6 +21,7 @@ from tests.support import (
     keyed,
     produce,
     read_records,
+    read_until_quiet,
     settings_env,
     stored_states,
     wait_until,
@@ -115,7 +116,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     )
     assert sum(s.events_applied for s in stored.values() if s) == len(event_ids)
 
-    letters = await read_records(kafka_bootstrap, kafka.dead_letter_topic, await _dlq_ends(kafka))
+    letters = await read_until_quiet(kafka_bootstrap, kafka.dead_letter_topic, PARTITIONS)
     positions = {
         (
             int(dict(r.headers)["parcours.dlq.partition"]),
@@ -127,24 +128,3 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     assert positions == poison_positions
     assert len(poison_positions) == poison
     assert all(orjson.loads(dict(r.headers)["parcours.dlq.errors"]) for r in letters)
-
-
-async def _dlq_ends(kafka: object) -> dict[int, int]:
-    """End offsets of the dead-letter topic, found by reading until nothing more arrives."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    bootstrap = kafka.bootstrap  # type: ignore[attr-defined]
-    topic = kafka.dead_letter_topic  # type: ignore[attr-defined]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]  # type: ignore[attr-defined]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = dict.fromkeys(range(len(tps)), 0)
-        while batch := await consumer.getmany(timeout_ms=2000):
-            for tp, found in batch.items():
-                ends[tp.partition] = found[-1].offset + 1
-        return ends
-    finally:
-        await consumer.stop()

@@ -19,6 +19,7 @@ from tests.support import (
     keyed,
     produce,
     read_records,
+    read_until_quiet,
     stored_states,
 )
 
@@ -91,7 +92,9 @@ async def test_handle_bad_records_dead_lettered_with_reason_and_original_bytes(
 
     await worker.updater().handle(records)
 
-    letters = await _read_all(worker, worker.settings.kafka.dead_letter_topic)
+    letters = await read_until_quiet(
+        worker.settings.kafka.bootstrap or "", worker.settings.kafka.dead_letter_topic, 4
+    )
     by_key = {r.key: r for r in letters}
     for key, value, reason in bad:
         letter = by_key[key]
@@ -131,7 +134,9 @@ async def test_handle_event_the_fold_cannot_apply_is_dead_lettered_and_rest_appl
     assert (await _stored(worker, [customer]))[customer] == expected_states(worker.fold, healthy)[
         customer
     ]
-    letters = await _read_all(worker, worker.settings.kafka.dead_letter_topic)
+    letters = await read_until_quiet(
+        worker.settings.kafka.bootstrap or "", worker.settings.kafka.dead_letter_topic, 4
+    )
     assert [dict(r.headers)["parcours.dlq.reason"] for r in letters] == [b"apply_failed"]
     assert b"ZeroDivisionError: fold bug" in dict(letters[0].headers)["parcours.dlq.errors"]
 
@@ -176,22 +181,3 @@ async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -
 
     assert info.value.retriable
     await dead.aclose()
-
-
-async def _read_all(worker: Worker, topic: str) -> list:
-    """Everything currently in a (small) topic: read until a poll comes back empty."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=worker.settings.kafka.bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(worker.settings.kafka.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        found = []
-        while batch := await consumer.getmany(timeout_ms=1500):
-            for records in batch.values():
-                found += records
-    finally:
-        await consumer.stop()
-    return found
