@@ -23,7 +23,8 @@ RUN useradd --system --uid 10001 --no-create-home parcours
 COPY --from=build /opt/parcours /opt/parcours
 USER parcours
 EXPOSE 8000 9464
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PARCOURS_API_PORT\", \"8000\")}/healthz', timeout=2)"]
+# Healthy when the role answers: the API's /healthz, or a consumer's metrics endpoint.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["python", "-c", \
+    "import os, sys, urllib.request as u\nfor url in (f\"http://127.0.0.1:{os.environ.get('PARCOURS_API_PORT', '8000')}/healthz\", f\"http://127.0.0.1:{os.environ.get('PARCOURS_CONSUMER_METRICS_PORT', '9464')}/metrics\"):\n    try:\n        u.urlopen(url, timeout=2); sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 ENTRYPOINT ["parcours"]
 CMD ["api"]

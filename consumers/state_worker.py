@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from consumers.deadletter import DeadLetterSink
 from consumers.runner import Backoff, BatchRunner
 from consumers.state_updater import StateUpdater
 from service.bus import ensure_topics, make_consumer, make_producer
+from service.errors import BusUnavailable
 from service.journey import build_decoder, build_fold
 from service.metrics import ConsumerMetrics
 from service.settings import Settings
@@ -26,8 +28,11 @@ async def run_state_consumer(
     kafka, journey = settings.kafka, settings.journey
     fold = build_fold(journey)
     decoder = build_decoder(journey, fold.map)
-    if kafka.create_topics:
-        await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+    try:
+        if kafka.create_topics:
+            await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+    except (KafkaError, OSError) as exc:
+        raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
     metrics = ConsumerMetrics(registry)
     if settings.consumer.metrics_port:
         start_http_server(settings.consumer.metrics_port)
@@ -41,7 +46,12 @@ async def run_state_consumer(
     )
     producer = make_producer(kafka)
     consumer = make_consumer(kafka, group_id=kafka.consumer_group)
-    await producer.start()
+    try:
+        await producer.start()
+    except (KafkaError, OSError) as exc:
+        await producer.stop()
+        await redis.aclose()
+        raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
     try:
         dead_letters = DeadLetterSink(
             producer,

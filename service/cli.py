@@ -35,8 +35,9 @@ def _settings() -> Settings:
 
 
 def _fail(exc: Exception) -> None:
+    """Exit with the problem in one line: 1 if retrying may help (a supervisor restarts), else 2."""
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(1 if isinstance(exc, ParcoursError) and exc.retriable else 2)
 
 
 @app.command()
@@ -79,8 +80,6 @@ def consume() -> None:
     try:
         asyncio.run(main())
     except ParcoursError as exc:
-        if exc.retriable:
-            raise
         _fail(exc)
 
 

@@ -107,3 +107,19 @@ def test_replay_unknown_format_is_rejected(fmt: str) -> None:
 
     assert result.exit_code == 2
     assert "unknown format" in result.output
+
+
+def test_consume_with_kafka_unreachable_exits_1_with_one_line(tmp_path: Path) -> None:
+    from service.embedded import free_port
+
+    env = {
+        "PARCOURS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "PARCOURS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "PARCOURS_KAFKA_REQUEST_TIMEOUT_MS": "1000",
+        "PARCOURS_CONSUMER_METRICS_PORT": "0",
+    }
+
+    result = runner.invoke(app, ["consume"], env=env)
+
+    assert result.exit_code == 1
+    assert "error: cannot reach Kafka at 127.0.0.1:" in result.output
