@@ -42,7 +42,7 @@ class CollectBetweenBatches:
     every few thousand allocations and walks those live objects each time without freeing
     any (measured: ~15% of the consumer's CPU). Journey data has no reference cycles, so
     reference counting frees a batch; the collector only needs to catch the occasional cycle
-    from libraries, which a young-generation pass after each batch and a full pass every
+    from libraries, which a young-generation pass after each poll and a full pass every
     minute do. Set-up objects are frozen out of the collector's view.
     """
 
@@ -55,7 +55,7 @@ class CollectBetweenBatches:
         gc.freeze()
         gc.disable()
 
-    def after_batch(self) -> None:
+    def after_poll(self) -> None:
         now = time.monotonic()
         if now - self._last_full >= self._full_every_s:
             gc.collect()
@@ -117,12 +117,12 @@ class BatchRunner:
                 batch: Batch = await self._consumer.getmany(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                 )
-                if not batch:
-                    continue
-                async with self._in_flight:
-                    delay = await self._process(batch)
+                delay = 0.0
+                if batch:
+                    async with self._in_flight:
+                        delay = await self._process(batch)
                 del batch
-                self._collector.after_batch()
+                self._collector.after_poll()
                 if delay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)

@@ -135,12 +135,9 @@ class StateUpdater:
 
     def _rebuild(self, stored: Stored, applied: list[tuple[Event, Record]]) -> JourneyState | None:
         """The state before a failed event: the stored snapshot plus the events applied since."""
-        state = _decoded(stored)
-        for event, record in applied:
-            state, _ = self._fold.step_owned(
-                state, event, Position(record.partition, record.offset)
-            )
-        return state
+        return self._fold.fold(
+            _decoded(stored), ((e, Position(r.partition, r.offset)) for e, r in applied)
+        )
 
     def _record(self, folded: Iterable[_Folded], letters: list[DeadLetter]) -> None:
         metrics = self._metrics

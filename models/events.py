@@ -250,11 +250,3 @@ def event_json_schema(event_types: frozenset[str] | None = None) -> dict[str, An
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Parcours event"
     return schema
-
-
-def parse_timestamp(value: str) -> datetime:
-    """RFC 3339 text to an aware datetime, by the contract's own rules."""
-    return _TIMESTAMP.validate_python(value)
-
-
-_TIMESTAMP: Final = TypeAdapter(AwareDatetime)

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import orjson
 import typer
@@ -15,10 +15,9 @@ import uvicorn
 from models.errors import ParcoursError
 from models.events import event_json_schema
 from models.journeymap import load_journey_map
-from service.bus import ensure_topics, make_producer
-from service.journey import build_decoder, build_fold
+from service.bus import ensure_topics
 from service.logs import configure_logging
-from service.replay import Format, read_lines, replay, resolve
+from service.replay import Format, replay_file, resolve
 from service.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -34,7 +33,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     """Exit with the problem in one line: 1 if retrying may help (a supervisor restarts), else 2."""
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1 if isinstance(exc, ParcoursError) and exc.retriable else 2)
@@ -125,30 +124,17 @@ def replay_command(
     """Send a recorded event file to the events topic."""
     settings = _settings()
     try:
-        fold = build_fold(settings.journey)
-        decoder = build_decoder(settings.journey, fold.map)
-        path = resolve(file)
-        lines = read_lines(path, _format(fmt))
-
-        async def main() -> None:
-            producer = make_producer(settings.kafka)
-            await producer.start()
-            try:
-                report = await replay(
-                    lines, producer, settings.kafka.events_topic, decoder, speed=speed, limit=limit
-                )
-            finally:
-                await producer.stop()
-            typer.echo(
-                f"sent {report.sent} events for {len(report.customers)} customers in "
-                f"{report.seconds:.1f}s; {report.invalid} invalid lines skipped"
-            )
-            for error in report.errors:
-                typer.echo(f"  {error}", err=True)
-
-        asyncio.run(main())
+        report = asyncio.run(
+            replay_file(settings, resolve(file), _format(fmt), speed=speed, limit=limit)
+        )
     except (ParcoursError, OSError, ValueError) as exc:
         _fail(exc)
+    typer.echo(
+        f"sent {report.sent} events for {len(report.customers)} customers in "
+        f"{report.seconds:.1f}s; {report.invalid} invalid lines skipped"
+    )
+    for error in report.errors:
+        typer.echo(f"  {error}", err=True)
 
 
 @app.command()

@@ -18,10 +18,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.bus import ensure_topics, make_producer
+from service.bus import ensure_topics
 from service.embedded import EmbeddedKafka, EmbeddedRedis, die_with_parent, free_port
-from service.journey import build_decoder, build_fold
-from service.replay import Format, read_lines, replay
+from service.replay import Format, replay_file
 from service.settings import Settings
 
 _DEV_GROUP_TIMEOUTS = {
@@ -40,6 +39,7 @@ class DevStack:
     kafka: EmbeddedKafka | None = None
     redis: EmbeddedRedis | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    metrics_ports: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -90,30 +90,16 @@ class DevStack:
         )
 
     def replay(self, path: Path, fmt: Format, speed: float) -> str:
-        fold = build_fold(self.settings.journey)
-        decoder = build_decoder(self.settings.journey, fold.map)
-
-        async def run() -> str:
-            producer = make_producer(self.settings.kafka)
-            await producer.start()
-            try:
-                report = await replay(
-                    read_lines(path, fmt), producer, self.settings.kafka.events_topic, decoder,
-                    speed=speed,
-                )  # fmt: skip
-            finally:
-                await producer.stop()
-            lines = [
-                f"Replayed {report.sent} events for {len(report.customers)} customers "
-                f"in {report.seconds:.1f}s ({report.invalid} invalid lines skipped)"
-            ]
-            lines += [f"  {error}" for error in report.errors]
-            if report.customers:
-                busiest = report.customers.most_common(1)[0][0]
-                lines.append(f"  Try: curl {self.api_url}/v1/customers/{busiest}/journey")
-            return "\n".join(lines)
-
-        return asyncio.run(run())
+        report = asyncio.run(replay_file(self.settings, path, fmt, speed=speed))
+        lines = [
+            f"Replayed {report.sent} events for {len(report.customers)} customers "
+            f"in {report.seconds:.1f}s ({report.invalid} invalid lines skipped)"
+        ]
+        lines += [f"  {error}" for error in report.errors]
+        if report.customers:
+            busiest = report.customers.most_common(1)[0][0]
+            lines.append(f"  Try: curl {self.api_url}/v1/customers/{busiest}/journey")
+        return "\n".join(lines)
 
     def wait(self) -> int:
         """Block until a role exits on its own (an error) or the user interrupts."""

@@ -25,6 +25,9 @@ from aiokafka import AIOKafkaProducer
 from models.datasets import INSTACART_COLUMNS, REES46_COLUMNS, instacart_events, rees46_event
 from models.errors import InvalidEvent
 from models.events import Event, EventDecoder
+from service.bus import make_producer
+from service.journey import build_decoder, build_fold
+from service.settings import Settings
 
 Format = Literal["auto", "jsonl", "rees46", "instacart"]
 SAMPLE: Final = "sample"
@@ -148,3 +151,21 @@ def _detect(first_line: str, path: Path) -> Format:
     if header.issuperset(INSTACART_COLUMNS):
         return "instacart"
     raise ValueError(f"{path}: cannot tell the format from its first line; pass --format")
+
+
+async def replay_file(
+    settings: Settings, path: Path, fmt: Format = "auto", *, speed: float = 0.0,
+    limit: int | None = None,
+) -> ReplayReport:  # fmt: skip
+    """Replay a recorded file into the configured events topic, under the configured map."""
+    fold = build_fold(settings.journey)
+    decoder = build_decoder(settings.journey, fold.map)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        return await replay(
+            read_lines(path, fmt), producer, settings.kafka.events_topic, decoder,
+            speed=speed, limit=limit,
+        )  # fmt: skip
+    finally:
+        await producer.stop()
