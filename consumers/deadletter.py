@@ -6,17 +6,15 @@ errors and where the record came from, so it can be inspected, fixed and replaye
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from service.errors import BusUnavailable
+from service.bus import send_all
 
 HEADER_PREFIX = "parcours.dlq."
 _MAX_ERRORS = 20
@@ -57,19 +55,8 @@ class DeadLetterSink:
         self._timeout_s = timeout_s
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
-        if not letters:
-            return
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                futures = [
-                    await self._producer.send(
-                        self._topic,
-                        value=letter.record.value,
-                        key=letter.record.key,
-                        headers=dead_letter_headers(letter, self._group),
-                    )
-                    for letter in letters
-                ]
-                await asyncio.gather(*futures)
-        except (TimeoutError, KafkaError) as exc:
-            raise BusUnavailable(f"dead-letter topic {self._topic!r}: {exc!r}") from exc
+        records = [
+            (letter.record.key, letter.record.value, dead_letter_headers(letter, self._group))
+            for letter in letters
+        ]
+        await send_all(self._producer, self._topic, records, timeout_s=self._timeout_s)

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -33,6 +33,20 @@ Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 class Handler(Protocol):
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None: ...
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    """Optional hooks for a handler whose durable state is not (only) the committed offsets."""
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Called after an assignment, before the first poll; may seek."""
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Called once the in-flight batch is done, before the partitions go."""
+
+    async def idle(self) -> None:
+        """Called after a poll that returned nothing."""
 
 
 class CollectBetweenBatches:
@@ -121,6 +135,9 @@ class BatchRunner:
                 if batch:
                     async with self._in_flight:
                         delay = await self._process(batch)
+                elif isinstance(self._handler, Lifecycle):
+                    async with self._in_flight:
+                        await self._handler.idle()
                 del batch
                 self._collector.after_poll()
                 if delay:
@@ -178,6 +195,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._runner._in_flight:
+            handler = self._runner._handler
+            if revoked and isinstance(handler, Lifecycle):
+                await handler.on_revoked(revoked)
             for tp in revoked:
                 with contextlib.suppress(KeyError):
                     self._runner._metrics.lag.remove(str(tp.partition))
@@ -186,6 +206,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._runner._metrics.rebalances.inc()
         self._runner._metrics.assigned.set(len(assigned))
+        handler = self._runner._handler
+        if isinstance(handler, Lifecycle):
+            await handler.on_assigned(self._runner._consumer, assigned)
         logger.info("partitions assigned: %s", _partitions(assigned))
 
 

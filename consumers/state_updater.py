@@ -5,6 +5,9 @@ trip, fold each customer's events in log order, write all changed journeys in on
 compare-and-set call, and retry only the journeys another writer changed meanwhile. The fold
 skips events already applied, so a redelivered batch, a client retry or a zombie writer after
 a rebalance cannot apply an event twice. The caller commits offsets after `handle` returns.
+
+With `Labelling`, each customer's label book is read and written in the same round trips
+and atomic write as the journey, and the batch ends with a watermark sweep.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from typing import TypeAlias
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterSink
+from consumers.labelling import Labelling
 from models.errors import InvalidEvent
 from models.events import Event, EventDecoder
-from models.fold import Fold, Position
+from models.fold import Fold, Position, event_digest
+from models.labels import LabelBook, Sample
 from models.state import JourneyState, decode_state, encode_state
 from service.errors import WriteConflict
 from service.metrics import ConsumerMetrics
-from service.store import JourneyStore, Stored, Write
+from service.store import JourneyStore, LabelWrite, Stored, Write
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ class _Folded:
     redelivered: int = 0
     duplicates: int = 0
     failed: list[DeadLetter] = field(default_factory=list)
+    book: LabelBook | None = None
+    samples: list[Sample] = field(default_factory=list)
 
 
 class StateUpdater:
@@ -57,6 +64,7 @@ class StateUpdater:
         *,
         max_conflict_retries: int = 5,
         clock: Callable[[], float] = time.time,
+        labelling: Labelling | None = None,
     ) -> None:
         self._store = store
         self._decoder = decoder
@@ -65,6 +73,7 @@ class StateUpdater:
         self._metrics = metrics
         self._max_attempts = max_conflict_retries
         self._clock = clock
+        self._labelling = labelling
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Make the batch's effect durable in Redis (and the dead-letter topic), or raise."""
@@ -72,17 +81,22 @@ class StateUpdater:
         by_customer, letters = self._decode(records)
         folded: dict[str, _Folded] = {}
         pending = list(by_customer)
+        labelling = self._labelling
+        if labelling is not None:
+            await labelling.refresh()
         for _ in range(self._max_attempts):
-            stored = await self._store.load_many(pending)
+            stored = await self._store.load_many(pending, with_labels=labelling is not None)
             attempt = {
                 customer: self._fold_customer(loaded, by_customer[customer])
                 for customer, loaded in zip(pending, stored, strict=True)
             }
             writes = [
-                Write(customer, encode_state(result.state), result.rev)
+                self._write(customer, result)
                 for customer, result in attempt.items()
                 if result.applied and result.state is not None
             ]
+            if labelling is not None:
+                await labelling.publish([s for r in attempt.values() for s in r.samples])
             conflicted = {writes[i].customer_id for i in await self._store.save_many(writes)}
             self._metrics.write_conflicts.inc(len(conflicted))
             folded.update((c, r) for c, r in attempt.items() if c not in conflicted)
@@ -94,7 +108,17 @@ class StateUpdater:
         for result in folded.values():
             letters.extend(result.failed)
         await self._dead_letters.send(letters)
+        if labelling is not None:
+            await labelling.sweep(_newest(folded.values()))
         self._record(folded.values(), letters)
+
+    def _write(self, customer: str, result: _Folded) -> Write:
+        assert result.state is not None
+        labels: LabelWrite | None = None
+        if self._labelling is not None and result.book is not None:
+            partition = result.applied[-1][1].partition
+            labels = self._labelling.finish(result.state, result.book, partition)
+        return Write(customer, encode_state(result.state), result.rev, labels)
 
     def _decode(
         self, records: Sequence[Record]
@@ -114,10 +138,17 @@ class StateUpdater:
     def _fold_customer(self, stored: Stored, items: list[tuple[Event, Record]]) -> _Folded:
         """Apply in place on a freshly decoded state; the decoded state is ours alone."""
         result = _Folded(_decoded(stored), rev=stored.rev)
+        labelling = self._labelling
+        if labelling is not None:
+            result.book = labelling.book(stored.labels)
         for event, record in items:
             position = Position(record.partition, record.offset)
+            prev_stage = result.state.stage if result.state is not None else None
             try:
                 result.state, skipped = self._fold.step_owned(result.state, event, position)
+                t = event.timestamp_ms
+                if labelling is not None and skipped is None:
+                    x = labelling.features(result.state, t)
             except Exception as exc:  # a fold bug must not stall the partition
                 logger.exception(
                     "cannot apply event at %s[%d]@%d", record.topic, record.partition, record.offset
@@ -127,6 +158,11 @@ class StateUpdater:
                 continue
             if skipped is None:
                 result.applied.append((event, record))
+                if labelling is not None and result.book is not None:
+                    digest = event_digest(event.event_id)
+                    result.samples += labelling.observe(
+                        result.book, prev_stage, result.state, event.type, digest, t, x
+                    )
             elif skipped == "redelivered":
                 result.redelivered += 1
             else:
@@ -162,6 +198,17 @@ class StateUpdater:
             metrics.deduplicated.labels("duplicate_event_id").inc(duplicates)
         for reason, count in Counter(letter.reason for letter in letters).items():
             metrics.dead_lettered.labels(reason).inc(count)
+
+
+def _newest(folded: Iterable[_Folded]) -> dict[int, int]:
+    """The newest applied event time per partition: where the watermarks move to."""
+    newest: dict[int, int] = {}
+    for result in folded:
+        for event, record in result.applied:
+            t = event.timestamp_ms
+            if t > newest.get(record.partition, -1):
+                newest[record.partition] = t
+    return newest
 
 
 def _decoded(stored: Stored) -> JourneyState | None:

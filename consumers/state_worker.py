@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from consumers.deadletter import DeadLetterSink
+from consumers.labelling import Labelling, SampleSink
 from consumers.runner import Backoff, BatchRunner
 from consumers.state_updater import StateUpdater
-from service.bus import ensure_topics, make_consumer, make_producer
+from models.journeymap import JourneyMap
+from service.bus import ensure_parcours_topics, make_consumer, make_producer
 from service.errors import BusUnavailable
 from service.journey import build_decoder, build_fold
-from service.metrics import ConsumerMetrics
+from service.learning import build_labeler, live_scorer
+from service.metrics import ConsumerMetrics, ModelMetrics
 from service.settings import Settings
-from service.store import connect_redis, journey_store
+from service.store import JourneyStore, connect_redis, journey_store
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ async def run_state_consumer(
     decoder = build_decoder(journey, fold.map)
     try:
         if kafka.create_topics:
-            await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+            await ensure_parcours_topics(settings)
     except (KafkaError, OSError) as exc:
         raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
     metrics = ConsumerMetrics(registry)
@@ -66,6 +70,9 @@ async def run_state_consumer(
             dead_letters,
             metrics,
             max_conflict_retries=settings.consumer.max_conflict_retries,
+            labelling=_labelling(settings, store, producer, metrics, registry, fold.map)
+            if settings.models.enabled
+            else None,
         )
         backoff = Backoff(
             settings.consumer.retry_backoff_initial_s, settings.consumer.retry_backoff_max_s
@@ -85,3 +92,25 @@ async def run_state_consumer(
         await producer.stop()
         await redis.aclose()
         logger.info("state consumer stopped")
+
+
+def _labelling(
+    settings: Settings,
+    store: JourneyStore,
+    producer: AIOKafkaProducer,
+    metrics: ConsumerMetrics,
+    registry: CollectorRegistry,
+    journey_map: JourneyMap,
+) -> Labelling:
+    models = settings.models
+    scorer = live_scorer(store.redis, settings.redis, models, journey_map, ModelMetrics(registry))
+    return Labelling(
+        build_labeler(models),
+        store,
+        SampleSink(producer, models.samples_topic, timeout_s=settings.kafka.produce_timeout_s),
+        metrics,
+        scorer=scorer,
+        lateness_ms=int(models.allowed_lateness_s * 1000),
+        sweep_batch=models.sweep_batch,
+        max_conflict_retries=settings.consumer.max_conflict_retries,
+    )

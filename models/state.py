@@ -83,6 +83,8 @@ class JourneyState:
 
     `seen` (fixed-width event-id digests, concatenated) and `offsets` (last applied offset per
     partition) make applying an event idempotent; they are bookkeeping, not public journey.
+    `predictions` holds the model scores attached when the state was last written (the fold
+    never reads them; see `models.predictions`).
     """
 
     customer_id: str
@@ -104,6 +106,7 @@ class JourneyState:
     dwell_ms_total: int = 0
     seen: str = ""
     offsets: dict[str, int] = field(default_factory=dict)
+    predictions: dict[str, Any] | None = None
     v: int = SCHEMA_VERSION
 
     def copy(self) -> JourneyState:
@@ -136,6 +139,7 @@ class JourneyState:
             dwell_ms_total=self.dwell_ms_total,
             seen=self.seen,
             offsets=self.offsets.copy(),
+            predictions=self.predictions,
         )
 
 
@@ -179,6 +183,7 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
         "dwell_ms_total": state.dwell_ms_total,
         "seen": state.seen,
         "offsets": state.offsets,
+        "predictions": state.predictions,
     }
 
 
@@ -209,4 +214,5 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         dwell_ms_total=data["dwell_ms_total"],
         seen=data["seen"],
         offsets=data["offsets"],
+        predictions=data.get("predictions"),
     )

@@ -15,7 +15,7 @@ from aiokafka.helpers import create_ssl_context
 
 from models.events import Event
 from service.errors import BusUnavailable, ConfigurationError
-from service.settings import KafkaSettings
+from service.settings import KafkaSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -71,19 +71,38 @@ def make_consumer(kafka: KafkaSettings, *topics: str, group_id: str) -> AIOKafka
     )
 
 
-async def ensure_topics(kafka: KafkaSettings, names: Sequence[str]) -> None:
-    """Create missing topics with the configured partitions and replication."""
+async def ensure_topics(
+    kafka: KafkaSettings, names: Sequence[str], partitions: dict[str, int] | None = None
+) -> None:
+    """Create missing topics with the configured (or the given) partitions and replication."""
+    counts = partitions or {}
     admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(n, kafka.partitions, kafka.replication_factor) for n in names]
+            [NewTopic(n, counts.get(n, kafka.partitions), kafka.replication_factor) for n in names]
         )
     finally:
         await admin.close()
     for topic, code, message in response.topic_errors:
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise ConfigurationError(f"cannot create topic {topic!r}: {message} (code {code})")
+
+
+async def ensure_parcours_topics(settings: Settings) -> list[str]:
+    """Create every topic the configured roles use; returns their names."""
+    kafka, models = settings.kafka, settings.models
+    names = [kafka.events_topic, kafka.dead_letter_topic]
+    partitions: dict[str, int] = {}
+    if models.enabled:
+        names += [models.samples_topic, samples_dead_letter_topic(settings)]
+        partitions = dict.fromkeys(names[2:], models.samples_partitions)
+    await ensure_topics(kafka, names, partitions)
+    return names
+
+
+def samples_dead_letter_topic(settings: Settings) -> str:
+    return f"{settings.models.samples_topic}.dlq"
 
 
 class ManagedProducer:
@@ -146,6 +165,30 @@ class ManagedProducer:
             self._producer = producer
             logger.info("Kafka producer connected")
             return
+
+
+Headers = list[tuple[str, bytes]]
+
+
+async def send_all(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes | None, Headers | None]],
+    *,
+    timeout_s: float,
+) -> None:
+    """Produce (key, value, headers) records and wait until the broker acknowledged all."""
+    if not records:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            futures = [
+                await producer.send(topic, value=value, key=key, headers=headers)
+                for key, value, headers in records
+            ]
+            await asyncio.gather(*futures)
+    except (TimeoutError, KafkaError) as exc:
+        raise BusUnavailable(f"topic {topic!r}: {exc!r}") from exc
 
 
 class Published(NamedTuple):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -15,7 +16,7 @@ import uvicorn
 from models.errors import ParcoursError
 from models.events import event_json_schema
 from models.journeymap import load_journey_map
-from service.bus import ensure_topics
+from service.bus import ensure_parcours_topics
 from service.logs import configure_logging
 from service.replay import Format, replay_file, resolve
 from service.settings import Settings, get_settings
@@ -67,6 +68,19 @@ def consume() -> None:
     """Fold the events topic into live journey state in Redis."""
     from consumers.state_worker import run_state_consumer
 
+    _run_worker(run_state_consumer)
+
+
+@app.command()
+def train() -> None:
+    """Learn the samples topic online and publish model snapshots to Redis."""
+    from consumers.trainer_worker import run_trainer
+
+    _run_worker(run_trainer)
+
+
+def _run_worker(worker: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """Run a worker until SIGINT or SIGTERM; a `ParcoursError` becomes the exit code."""
     settings = _settings()
 
     async def main() -> None:
@@ -74,7 +88,7 @@ def consume() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_state_consumer(settings, stop)
+        await worker(settings, stop)
 
     try:
         asyncio.run(main())
@@ -141,12 +155,11 @@ def replay_command(
 def topics() -> None:
     """Create the topics Parcours uses, if missing."""
     settings = _settings()
-    kafka = settings.kafka
     try:
-        asyncio.run(ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic]))
+        names = asyncio.run(ensure_parcours_topics(settings))
     except ParcoursError as exc:
         _fail(exc)
-    typer.echo(f"topics ready: {kafka.events_topic}, {kafka.dead_letter_topic}")
+    typer.echo(f"topics ready: {', '.join(names)}")
 
 
 @app.command()
@@ -174,6 +187,41 @@ def check_map(path: Annotated[Path, typer.Argument(help="journey map YAML file")
     typer.echo(f"{path}: map {journey_map.name!r} is valid")
     typer.echo(f"  stages: {' -> '.join(journey_map.stages)}")
     typer.echo(f"  rules: {len(journey_map.rules)}; event types: {len(journey_map.event_types)}")
+
+
+@app.command()
+def evaluate(
+    file: Annotated[str, typer.Argument(help="`sample`, or a .jsonl / REES46 / Instacart file")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, jsonl, rees46, instacart")] = "auto",
+    horizon: Annotated[str | None, typer.Option(help="next-stage horizon, e.g. 30m")] = None,
+    abandon_after: Annotated[str | None, typer.Option(help="cart abandonment, e.g. 1h")] = None,
+    min_samples: Annotated[int | None, typer.Option(help="labels before the model serves")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the offline LightGBM ceiling")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+) -> None:
+    """Replay a file through the real pipeline and compare the models with baselines."""
+    from consumers.state_worker import run_state_consumer
+    from consumers.trainer_worker import run_trainer
+    from service.evaluate import evaluate_file, infrastructure, isolated, parse_duration, render
+
+    settings = _settings()
+    try:
+        options = {
+            "horizon_s": parse_duration(horizon) if horizon else None,
+            "abandon_after_s": parse_duration(abandon_after) if abandon_after else None,
+            "min_samples": min_samples,
+        }
+        embedded = not (settings.kafka.bootstrap and settings.redis.url)
+        with infrastructure(isolated(settings, embedded=embedded, **options)) as ready:
+            report = evaluate_file(
+                ready, resolve(file), _format(fmt), consumer=run_state_consumer,
+                trainer=run_trainer, seed=seed,
+            )  # fmt: skip
+    except (ParcoursError, OSError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(render(report))
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.bus import ensure_topics
+from service.bus import ensure_parcours_topics
 from service.embedded import EmbeddedKafka, EmbeddedRedis, die_with_parent, free_port
 from service.replay import Format, replay_file
 from service.settings import Settings
@@ -59,12 +59,15 @@ class DevStack:
                 "redis": self.settings.redis.model_copy(update={"url": env["PARCOURS_REDIS_URL"]}),
             }
         )
-        kafka = self.settings.kafka
-        asyncio.run(ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic]))
+        asyncio.run(ensure_parcours_topics(self.settings))
         self.port = self.port or _api_port(self.settings.api.port)
         self.metrics_ports = [free_port() for _ in range(self.consumers)]
         for port in self.metrics_ports:
             self._spawn(["consume"], env | {"PARCOURS_CONSUMER_METRICS_PORT": str(port)})
+        if self.settings.models.enabled:
+            self.metrics_ports.append(free_port())
+            trainer_port = {"PARCOURS_MODELS_TRAINER_METRICS_PORT": str(self.metrics_ports[-1])}
+            self._spawn(["train"], env | trainer_port)
         self._spawn(["api", "--port", str(self.port)], env)
         self._wait_ready()
 
@@ -81,7 +84,9 @@ class DevStack:
                 f"Parcours is running (Kafka: {kafka}; Redis: {redis})",
                 f"  API       {self.api_url}   (docs: {self.api_url}/docs)",
                 f"  Journey   curl {self.api_url}/v1/customers/<customer_id>/journey",
-                f"  Metrics   {self.api_url}/metrics   consumers: {metrics}",
+                f"  Scores    curl {self.api_url}/v1/customers/<customer_id>/predictions",
+                f"  Models    curl {self.api_url}/v1/models",
+                f"  Metrics   {self.api_url}/metrics   workers: {metrics}",
                 "  From another shell:",
                 f"    export PARCOURS_KAFKA_BOOTSTRAP={self.settings.kafka.bootstrap}"
                 f" PARCOURS_REDIS_URL={self.settings.redis.url}",

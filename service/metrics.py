@@ -73,6 +73,21 @@ class ConsumerMetrics:
             "parcours_consumer_lag_records", "Records between the committed position and the end.",
             ["partition"], registry=registry,
         )  # fmt: skip
+        self.labels_resolved = Counter(
+            "parcours_labels_resolved_total",
+            "Training labels resolved and published as samples, by model and outcome.",
+            ["model", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.labels_dropped = Counter(
+            "parcours_labels_dropped_total",
+            "Predictions discarded unresolved (label book full, or the journey expired).",
+            registry=registry,
+        )  # fmt: skip
+        self.watermark = Gauge(
+            "parcours_partition_watermark_seconds",
+            "Newest event time applied per partition (Unix seconds): the labels' clock.",
+            ["partition"], registry=registry,
+        )  # fmt: skip
 
 
 class ApiMetrics:
@@ -92,4 +107,71 @@ class ApiMetrics:
             "parcours_api_events_total",
             "Events received over HTTP by outcome (accepted, invalid, unavailable).",
             ["outcome"], registry=registry,
+        )  # fmt: skip
+
+
+class ModelMetrics:
+    """Any process serving models: which snapshot it serves and the ones it refused."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.loaded = Counter(
+            "parcours_model_snapshots_loaded_total", "Model snapshots loaded (hot reloads).",
+            registry=registry,
+        )  # fmt: skip
+        self.refused = Counter(
+            "parcours_model_snapshots_refused_total",
+            "Model snapshots that failed to load; the previous one stayed in service.",
+            registry=registry,
+        )  # fmt: skip
+        self.version = Gauge(
+            "parcours_model_snapshot_version", "Version of the snapshot being served.",
+            registry=registry,
+        )  # fmt: skip
+        self.published_at = Gauge(
+            "parcours_model_snapshot_published_timestamp_seconds",
+            "When the served snapshot was published (Unix time; age = time() - this).",
+            registry=registry,
+        )  # fmt: skip
+        self.predictions = Counter(
+            "parcours_predictions_served_total", "Predictions served, by model and version kind.",
+            ["model", "source"], registry=registry,
+        )  # fmt: skip
+
+
+class TrainerMetrics:
+    """The trainer: samples learned, snapshots published and the progressive metrics."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.learned = Counter(
+            "parcours_trainer_samples_learned_total", "Samples scored and then learned.",
+            ["model"], registry=registry,
+        )  # fmt: skip
+        self.skipped = Counter(
+            "parcours_trainer_samples_skipped_total",
+            "Samples not learned: duplicate (already learned) or invalid (dead-lettered).",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.published = Counter(
+            "parcours_trainer_snapshots_published_total", "Model snapshots published.",
+            registry=registry,
+        )  # fmt: skip
+        self.snapshot_bytes = Gauge(
+            "parcours_trainer_snapshot_size_bytes", "Size of the last published snapshot.",
+            registry=registry,
+        )  # fmt: skip
+        self.progressive = Gauge(
+            "parcours_model_progressive_metric",
+            "Progressive-validation metric (scored before learning), by model and metric.",
+            ["model", "metric"], registry=registry,
+        )  # fmt: skip
+        self.samples = Gauge(
+            "parcours_model_samples_seen", "Samples each model has learned in its lifetime.",
+            ["model"], registry=registry,
+        )  # fmt: skip
+        self.label_to_snapshot = Histogram(
+            "parcours_trainer_label_to_snapshot_seconds",
+            "From a sample's publication to the snapshot that includes it being published.",
+            buckets=_LAG_BUCKETS, registry=registry,
         )  # fmt: skip

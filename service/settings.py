@@ -86,6 +86,44 @@ class ConsumerSettings(_Group):
     max_conflict_retries: int = Field(default=5, ge=1)
 
 
+class ModelSettings(_Group):
+    enabled: bool = Field(
+        default=True, description="record labels, attach scores and publish training samples"
+    )
+    samples_topic: str = "parcours.samples"
+    samples_partitions: int = Field(
+        default=1, ge=1, description="1 keeps one trainer learning in one order"
+    )
+    abandon_after_s: float = Field(
+        default=3600, gt=0, description="event time after the last cart activity that abandons"
+    )
+    horizon_s: float = Field(
+        default=86_400, gt=0, description="next stage: no transition this long after an event"
+    )
+    allowed_lateness_s: float = Field(
+        default=60, ge=0, description="watermark slack before a deadline is taken as passed"
+    )
+    max_pending: int = Field(
+        default=32, ge=1, le=1000, description="unresolved predictions kept per customer and kind"
+    )
+    sweep_batch: int = Field(default=1000, ge=1, description="customers resolved per sweep call")
+    min_samples: int = Field(
+        default=500, ge=0, description="samples a model learns before it replaces the fallback"
+    )
+    abandonment_learner: str = "logreg"
+    next_stage_learner: str = "ovr_logreg"
+    snapshot_every_samples: int = Field(default=2_000, ge=1)
+    snapshot_every_s: float = Field(default=30, gt=0)
+    reload_interval_s: float = Field(
+        default=2.0, ge=0, description="how often readers check for a newer snapshot"
+    )
+    trainer_group: str = "parcours-trainer"
+    trainer_metrics_port: int = Field(default=9465, ge=0, le=65535, description="0 disables")
+    dedup_window: int = Field(
+        default=50_000, ge=0, description="sample ids the trainer remembers to drop duplicates"
+    )
+
+
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -107,6 +145,7 @@ class Settings(BaseSettings):
     journey: JourneySettings = JourneySettings()
     api: ApiSettings = ApiSettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    models: ModelSettings = ModelSettings()
     log: LogSettings = LogSettings()
 
 

@@ -1,4 +1,4 @@
-"""The Redis journey store: one string per customer, `<rev> <state JSON>`.
+"""The Redis journey store: one string per customer, `<rev> <state JSON>`, and label books.
 
 Writes are compare-and-set on `rev`, so a writer that lost its partitions in a rebalance (and
 read a journey before the new owner changed it) cannot overwrite newer state. The state itself
@@ -6,6 +6,12 @@ carries the offset fence and event-id window, so the atomic write is also the fe
 A batch is read with one MGET and written with one script call: the cheapest shapes for
 redis-py, whose per-command overhead otherwise dominates. Multi-key scripts need standalone
 Redis (or Sentinel); Redis Cluster is not supported.
+
+Beside each journey, a customer's pending predictions (`models.labels.LabelBook`) live under
+`<prefix>:labels:<customer>` and their earliest deadline in a per-partition sorted set
+`<prefix>:labels:due:<partition>`; they are written by the same script call as the journey,
+so a label is recorded or resolved exactly when the event that caused it is applied. Each
+partition's watermark (newest event time applied) is a field of `<prefix>:watermarks`.
 """
 
 from __future__ import annotations
@@ -42,6 +48,63 @@ end
 return conflicts
 """
 
+_SAVE_WITH_LABELS: Final = """
+local ttl = ARGV[1]
+local conflicts = {}
+local n = (#KEYS) / 3
+for i = 1, n do
+  local key, book_key, due_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local expected, state, book, due, member =
+    ARGV[5 * i - 3], ARGV[5 * i - 2], ARGV[5 * i - 1], ARGV[5 * i], ARGV[5 * i + 1]
+  local current = redis.call('GET', key)
+  local rev = current and string.match(current, '^(%d+) ') or '0'
+  if rev ~= expected then
+    conflicts[#conflicts + 1] = i - 1
+  else
+    if state == '' and current then
+      state = string.sub(current, #rev + 2)
+    end
+    if state ~= '' then
+      local value = (tonumber(rev) + 1) .. ' ' .. state
+      if ttl ~= '0' then
+        redis.call('SET', key, value, 'PX', ttl)
+      else
+        redis.call('SET', key, value)
+      end
+    end
+    if book == '' then
+      redis.call('DEL', book_key)
+    elseif book ~= '-' then
+      if ttl ~= '0' then
+        redis.call('SET', book_key, book, 'PX', ttl)
+      else
+        redis.call('SET', book_key, book)
+      end
+    end
+    if due == '' then
+      redis.call('ZREM', due_key, member)
+    elseif due ~= '-' then
+      redis.call('ZADD', due_key, due, member)
+    end
+  end
+end
+return conflicts
+"""
+
+_ADVANCE: Final = """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  local proposed = tonumber(ARGV[i + 1])
+  if proposed > current then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    current = proposed
+  end
+  out[#out + 1] = tostring(current)
+end
+return out
+"""
+
 REDIS_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -50,12 +113,24 @@ class Stored(NamedTuple):
 
     state: bytes | None
     rev: int
+    labels: bytes | None = None
+
+
+class LabelWrite(NamedTuple):
+    """A customer's label book after a write: `book` None deletes it, `due` None unindexes it."""
+
+    book: bytes | None
+    due: int | None
+    partition: int
 
 
 class Write(NamedTuple):
+    """A journey to write if its revision is still `expected_rev`; state None keeps it as is."""
+
     customer_id: str
-    state: bytes
+    state: bytes | None
     expected_rev: int
+    labels: LabelWrite | None = None
 
 
 def split_value(raw: bytes | str | None) -> tuple[int, bytes | None]:
@@ -70,37 +145,113 @@ class JourneyStore:
     """Loads and saves journey states; Redis failures surface as `StoreUnavailable`."""
 
     def __init__(self, redis: Redis, *, prefix: str, ttl_ms: int) -> None:
+        self.redis = redis
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = ttl_ms
         self._save = redis.register_script(_SAVE)
+        self._save_with_labels = redis.register_script(_SAVE_WITH_LABELS)
+        self._advance = redis.register_script(_ADVANCE)
 
     def key(self, customer_id: str) -> str:
         return f"{self._prefix}:journey:{customer_id}"
 
-    async def load_many(self, customer_ids: Sequence[str]) -> list[Stored]:
-        """Encoded states and revisions in one round trip, in the order asked."""
+    def labels_key(self, customer_id: str) -> str:
+        return f"{self._prefix}:labels:{customer_id}"
+
+    def due_key(self, partition: int) -> str:
+        return f"{self._prefix}:labels:due:{partition}"
+
+    @property
+    def watermarks_key(self) -> str:
+        return f"{self._prefix}:watermarks"
+
+    async def load_many(
+        self, customer_ids: Sequence[str], *, with_labels: bool = False
+    ) -> list[Stored]:
+        """Encoded states, revisions (and label books) in one round trip, in the order asked."""
         if not customer_ids:
             return []
+        keys = [self.key(c) for c in customer_ids]
+        if with_labels:
+            keys += [self.labels_key(c) for c in customer_ids]
         try:
-            values = await self._redis.mget([self.key(c) for c in customer_ids])
+            values = await self._redis.mget(keys)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"loading journeys: {exc}") from exc
-        return [Stored(state, rev) for rev, state in map(split_value, values)]
+        n = len(customer_ids)
+        books: list[Any] = values[n:] if with_labels else [None] * n
+        return [
+            Stored(state, rev, book)
+            for (rev, state), book in zip(map(split_value, values[:n]), books, strict=True)
+        ]
 
     async def save_many(self, writes: Sequence[Write]) -> list[int]:
         """Write every state whose revision still matches; returns indexes that did not."""
         if not writes:
             return []
+        if any(w.labels is not None or w.state is None for w in writes):
+            return await self._save_labelled(writes)
         keys = [self.key(w.customer_id) for w in writes]
         args: list[bytes | int] = [self._ttl_ms]
         for w in writes:
-            args += [w.expected_rev, w.state]
+            args += [w.expected_rev, w.state or b""]
         try:
             conflicts = await self._save(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"saving journeys: {exc}") from exc
         return [int(i) for i in conflicts]
+
+    async def _save_labelled(self, writes: Sequence[Write]) -> list[int]:
+        keys: list[str] = []
+        args: list[bytes | int | str] = [self._ttl_ms]
+        for w in writes:
+            labels = w.labels
+            partition = labels.partition if labels is not None else 0
+            keys += [self.key(w.customer_id), self.labels_key(w.customer_id)]
+            keys.append(self.due_key(partition))
+            book: bytes | str = "-"
+            due: int | str = "-"
+            if labels is not None:
+                book = labels.book or ""
+                due = "" if labels.due is None else labels.due
+            args += [w.expected_rev, w.state or b"", book, due, w.customer_id]
+        try:
+            conflicts = await self._save_with_labels(keys=keys, args=args)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"saving journeys: {exc}") from exc
+        return [int(i) for i in conflicts]
+
+    async def advance_watermarks(self, proposed: dict[int, int]) -> dict[int, int]:
+        """Raise each partition's watermark to at least `proposed`; returns the resulting ones."""
+        if not proposed:
+            return {}
+        args: list[int] = []
+        for partition, at in proposed.items():
+            args += [partition, at]
+        try:
+            result = await self._advance(keys=[self.watermarks_key], args=args)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"advancing watermarks: {exc}") from exc
+        return {p: int(v) for p, v in zip(proposed, result, strict=True)}
+
+    async def watermark(self, partition: int) -> int | None:
+        """The newest event time applied on `partition`, if any."""
+        try:
+            raw = await self._redis.hget(self.watermarks_key, str(partition))
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading a watermark: {exc}") from exc
+        return int(raw) if raw is not None else None
+
+    async def due(self, partition: int, before_ms: int, limit: int) -> list[str]:
+        """Customers on `partition` with a label deadline before `before_ms`, earliest first."""
+        try:
+            members = await self._redis.zrangebyscore(
+                self.due_key(partition), "-inf", f"({before_ms}", start=0, num=limit
+            )
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading label deadlines: {exc}") from exc
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     async def get(self, customer_id: str) -> JourneyState | None:
         """One customer's journey, or None if Parcours has never seen them."""

@@ -16,6 +16,7 @@ from service.embedded import EmbeddedKafka, EmbeddedRedis
 from service.settings import (
     ConsumerSettings,
     KafkaSettings,
+    ModelSettings,
     RedisSettings,
     Settings,
 )
@@ -41,7 +42,9 @@ def redis_url() -> Iterator[str]:
         yield redis.url
 
 
-def make_settings(kafka_bootstrap: str, redis_url: str, **kafka: object) -> Settings:
+def make_settings(
+    kafka_bootstrap: str, redis_url: str, models: dict[str, object] | None = None, **kafka: object
+) -> Settings:
     """Settings isolated to one test: fresh topics, group and key prefix; quick group joins."""
     tag = uuid.uuid4().hex[:10]
     kafka_options: dict[str, object] = {
@@ -61,6 +64,15 @@ def make_settings(kafka_bootstrap: str, redis_url: str, **kafka: object) -> Sett
         redis=RedisSettings(url=redis_url, key_prefix=f"test-{tag}", socket_timeout_s=1.0),
         consumer=ConsumerSettings(
             metrics_port=0, retry_backoff_initial_s=0.05, retry_backoff_max_s=0.5
+        ),
+        models=ModelSettings.model_validate(
+            {
+                "samples_topic": f"samples-{tag}",
+                "trainer_group": f"trainer-{tag}",
+                "trainer_metrics_port": 0,
+                "reload_interval_s": 0.1,
+                **(models or {}),
+            }
         ),
     )
 

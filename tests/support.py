@@ -163,18 +163,30 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PARCOURS_REDIS_URL": redis.url or "",
         "PARCOURS_REDIS_KEY_PREFIX": redis.key_prefix,
         "PARCOURS_CONSUMER_METRICS_PORT": "0",
+        "PARCOURS_MODELS_SAMPLES_TOPIC": settings.models.samples_topic,
+        "PARCOURS_MODELS_TRAINER_GROUP": settings.models.trainer_group,
+        "PARCOURS_MODELS_TRAINER_METRICS_PORT": "0",
+        "PARCOURS_MODELS_RELOAD_INTERVAL_S": str(settings.models.reload_interval_s),
     }
 
 
 async def stored_states(
     store: JourneyStore, customers: Sequence[str]
 ) -> dict[str, JourneyState | None]:
-    """What Redis holds for each customer, decoded."""
+    """What Redis holds for each customer, decoded, without the attached model scores.
+
+    Scores are not part of the fold (they depend on the models served at the time), so the
+    pure-fold oracle cannot predict them; tests of scores read them separately.
+    """
     loaded = await store.load_many(list(customers))
-    return {
+    states = {
         c: decode_state(s.state) if s.state is not None else None
         for c, s in zip(customers, loaded, strict=True)
     }
+    for state in states.values():
+        if state is not None:
+            state.predictions = None
+    return states
 
 
 async def read_until_quiet(bootstrap: str, topic: str, partitions: int) -> list[Record]:

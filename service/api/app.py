@@ -16,11 +16,12 @@ from models.events import Event
 from service.api.context import ApiContext
 from service.api.middleware import MetricsMiddleware
 from service.api.responses import problem
-from service.api.routes import events, journeys, meta
-from service.bus import EventPublisher, ManagedProducer, ensure_topics, make_producer
+from service.api.routes import events, journeys, meta, predictions
+from service.bus import EventPublisher, ManagedProducer, ensure_parcours_topics, make_producer
 from service.errors import BusUnavailable, StoreUnavailable
 from service.journey import build_decoder, build_fold
-from service.metrics import ApiMetrics
+from service.learning import live_scorer, snapshot_store
+from service.metrics import ApiMetrics, ModelMetrics
 from service.settings import Settings, get_settings
 from service.store import connect_redis, journey_store
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     metrics = ApiMetrics(registry)
+    model_metrics = ModelMetrics(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,10 +52,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def prepare() -> None:
             if kafka.create_topics:
-                await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+                await ensure_parcours_topics(settings)
 
         producer = ManagedProducer(lambda: make_producer(kafka), prepare=prepare)
         await producer.start(wait_s=5.0)
+        scorer = live_scorer(redis, redis_settings, settings.models, fold.map, model_metrics)
+        await scorer.registry.refresh(force=True)
         app.state.context = ApiContext(
             settings=settings,
             journey_map=fold.map,
@@ -67,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 producer, kafka.events_topic, timeout_s=kafka.produce_timeout_s
             ),
             metrics=metrics,
+            scorer=scorer,
+            snapshots=snapshot_store(redis, redis_settings),
         )
         try:
             yield
@@ -80,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for router in (events.router, journeys.router, meta.router):
+    for router in (events.router, journeys.router, predictions.router, meta.router):
         app.include_router(router)
     app.add_exception_handler(InvalidEvent, _invalid_event)
     app.add_exception_handler(StoreUnavailable, _unavailable)

@@ -10,7 +10,9 @@ from models.events import EventDecoder
 from models.journeymap import JourneyMap
 from service.bus import EventPublisher, ManagedProducer
 from service.metrics import ApiMetrics
+from service.scoring import LiveScorer
 from service.settings import Settings
+from service.snapshots import SnapshotStore
 from service.store import JourneyStore
 
 
@@ -24,3 +26,5 @@ class ApiContext:
     producer: ManagedProducer
     publisher: EventPublisher
     metrics: ApiMetrics
+    scorer: LiveScorer
+    snapshots: SnapshotStore

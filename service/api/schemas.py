@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -111,6 +111,9 @@ class JourneyPublic(BaseModel):
     purchases: PurchasesPublic
     session: SessionPublic
     dwell_ms_total: int
+    scores: ScoresPublic | None = Field(
+        description="as of the newest event; GET .../predictions recomputes them for now"
+    )
 
     @classmethod
     def from_state(cls, s: JourneyState) -> JourneyPublic:
@@ -165,8 +168,15 @@ class JourneyPublic(BaseModel):
                     "events": session.events,
                 },
                 "dwell_ms_total": s.dwell_ms_total,
+                "scores": _scores(s.predictions),
             }
         )
+
+
+def _scores(predictions: dict[str, Any] | None) -> dict[str, Any] | None:
+    if predictions is None:
+        return None
+    return {**predictions, "at": _time(predictions["at"])}
 
 
 class Health(BaseModel):
@@ -176,3 +186,61 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str] = Field(description="per dependency: ok, or what failed")
+
+
+class DriverPublic(BaseModel):
+    feature: str
+    contribution: float = Field(description="weight x standardized value; > 0 raises the score")
+
+
+class RiskPublic(BaseModel):
+    risk: float = Field(ge=0, le=1, description="probability the open cart is abandoned")
+    model_version: str = Field(description='"fallback" while the model is still cold')
+
+
+class StageOddsPublic(BaseModel):
+    probabilities: dict[str, float] = Field(
+        description='next stage, the current stage (stays) or "exit" (leaves), within the horizon'
+    )
+    model_version: str = Field(description='"fallback" while the model is still cold')
+
+
+class AbandonmentPublic(RiskPublic):
+    drivers: list[DriverPublic]
+
+
+class NextStagePublic(StageOddsPublic):
+    most_likely: str | None
+    drivers: list[DriverPublic]
+
+
+class ScoresPublic(BaseModel):
+    """Scores the consumer attached when it applied the customer's newest events."""
+
+    at: datetime
+    abandonment: RiskPublic | None = Field(description="null while the cart is empty")
+    next_stage: StageOddsPublic
+
+
+class PredictionsPublic(BaseModel):
+    customer_id: str
+    as_of: datetime = Field(description="event time the features were computed at")
+    stage: str
+    abandonment: AbandonmentPublic | None = Field(description="null while the cart is empty")
+    next_stage: NextStagePublic
+
+
+class ModelPublic(BaseModel):
+    name: Literal["abandonment", "next_stage"]
+    version: str = Field(description='served version, or "fallback" below min_samples')
+    learner: str
+    samples: int = Field(description="samples learned, each scored before it was learned")
+    min_samples: int
+    metrics: dict[str, float] = Field(description="progressive-validation metrics")
+
+
+class ModelsPublic(BaseModel):
+    snapshot_version: int | None = Field(description="null until the trainer publishes")
+    published_at: datetime | None
+    served_version: int | None = Field(description="the snapshot this API process serves")
+    models: list[ModelPublic]

@@ -65,7 +65,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
             )
             for partition, end in sent.items():
                 ends[partition] = max(ends.get(partition, 0), end)
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.3)
 
     def start(name: str) -> Role:
         role = Role(["consume"], env, tmp_path / f"{name}.log")

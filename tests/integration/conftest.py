@@ -11,11 +11,14 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from consumers.deadletter import DeadLetterSink
+from consumers.labelling import Labelling, SampleSink
 from consumers.state_updater import StateUpdater
 from models.fold import Fold
-from service.bus import ensure_topics, make_producer
+from service.bus import ensure_parcours_topics, make_producer
 from service.journey import build_decoder, build_fold
+from service.learning import build_labeler
 from service.metrics import ConsumerMetrics
+from service.scoring import LiveScorer
 from service.settings import Settings
 from service.store import JourneyStore, connect_redis, journey_store
 
@@ -30,7 +33,11 @@ class Worker:
     metrics: ConsumerMetrics
 
     def updater(
-        self, *, fold: Fold | None = None, store: JourneyStore | None = None
+        self,
+        *,
+        fold: Fold | None = None,
+        store: JourneyStore | None = None,
+        labelling: Labelling | None = None,
     ) -> StateUpdater:
         fold = fold or self.fold
         sink = DeadLetterSink(
@@ -45,7 +52,21 @@ class Worker:
             fold,
             sink,
             self.metrics,
+            labelling=labelling,
         )
+
+    def labelled_updater(self, *, scorer: LiveScorer | None = None) -> StateUpdater:
+        """An updater that also records labels, attaches scores and sweeps deadlines."""
+        models = self.settings.models
+        labelling = Labelling(
+            build_labeler(models),
+            self.store,
+            SampleSink(self.producer, models.samples_topic, timeout_s=5),
+            self.metrics,
+            scorer=scorer,
+            lateness_ms=int(models.allowed_lateness_s * 1000),
+        )
+        return self.updater(labelling=labelling)
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels or None) or 0.0
@@ -54,7 +75,7 @@ class Worker:
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
     kafka = settings.kafka
-    await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
+    await ensure_parcours_topics(settings)
     redis = connect_redis(settings.redis.url, socket_timeout_s=1.0, max_connections=8)
     producer = make_producer(kafka)
     await producer.start()

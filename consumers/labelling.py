@@ -1,0 +1,160 @@
+"""The state consumer's learning duties, beside the journey fold.
+
+For each applied event it records a prediction point and resolves what the event decides
+(`models.labels.Labeler`); after a customer's batch it attaches fresh scores to the journey.
+Resolved samples are published before the journey write that takes them out of the book,
+so a crash can repeat a sample (same id, dropped by the trainer) but never lose one. After
+each batch it advances the partitions' watermarks and sweeps the customers whose deadlines
+the watermark passed: event time, not the wall clock, decides when a label is due.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+
+from models.labels import LabelBook, Labeler, Sample, decode_book, encode_book
+from models.state import JourneyState, decode_state
+from service.bus import send_all
+from service.errors import WriteConflict
+from service.metrics import ConsumerMetrics
+from service.store import JourneyStore, LabelWrite, Write
+
+logger = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """What the consumer attaches to a journey as `predictions` (None: no models)."""
+
+    async def refresh(self) -> None: ...
+
+    def score(self, state: JourneyState, now_ms: int) -> dict[str, Any] | None: ...
+
+
+class SampleSink:
+    """Publishes resolved samples to the samples topic, keyed by customer."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, timeout_s: float) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._timeout_s = timeout_s
+
+    async def send(self, samples: Sequence[Sample]) -> None:
+        records = [(s.customer_id.encode(), s.to_json(), None) for s in samples]
+        await send_all(self._producer, self._topic, records, timeout_s=self._timeout_s)
+
+
+class Labelling:
+    """Label books, scores and sweeps for the state updater; see the module docstring."""
+
+    def __init__(
+        self,
+        labeler: Labeler,
+        store: JourneyStore,
+        samples: SampleSink,
+        metrics: ConsumerMetrics,
+        *,
+        scorer: Scorer | None = None,
+        lateness_ms: int = 60_000,
+        sweep_batch: int = 1000,
+        max_conflict_retries: int = 5,
+    ) -> None:
+        self._labeler = labeler
+        self._store = store
+        self._samples = samples
+        self._metrics = metrics
+        self.scorer = scorer
+        self._lateness_ms = lateness_ms
+        self._sweep_batch = sweep_batch
+        self._max_attempts = max_conflict_retries
+
+    async def refresh(self) -> None:
+        """Hot-reload the models if a newer snapshot was published."""
+        if self.scorer is not None:
+            await self.scorer.refresh()
+
+    def book(self, raw: bytes | None) -> LabelBook:
+        return decode_book(raw)
+
+    def features(self, state: JourneyState, t: int) -> list[float]:
+        return self._labeler.features(state, t)
+
+    def observe(
+        self,
+        book: LabelBook,
+        prev_stage: str | None,
+        state: JourneyState,
+        event_type: str,
+        digest: str,
+        t: int,
+        x: list[float],
+    ) -> list[Sample]:
+        """Record the event as a prediction point; returns the samples it resolved."""
+        resolution = self._labeler.observe(book, prev_stage, state, event_type, digest, t, x)
+        if resolution.dropped:
+            self._metrics.labels_dropped.inc(resolution.dropped)
+        return resolution.samples
+
+    def finish(self, state: JourneyState, book: LabelBook, partition: int) -> LabelWrite:
+        """Attach fresh scores to `state`; returns how the book is to be written."""
+        if self.scorer is not None:
+            state.predictions = self.scorer.score(state, state.last_event_at)
+        return self._label_write(book, partition)
+
+    async def publish(self, samples: Sequence[Sample]) -> None:
+        """Make samples durable on the samples topic; raises `BusUnavailable` if it cannot."""
+        if not samples:
+            return
+        await self._samples.send(samples)
+        for (kind, outcome), count in Counter(map(_outcome, samples)).items():
+            self._metrics.labels_resolved.labels(kind, outcome).inc(count)
+
+    async def sweep(self, newest: dict[int, int]) -> None:
+        """Advance watermarks to the batch's newest event times and resolve what is now due."""
+        watermarks = await self._store.advance_watermarks(newest)
+        for partition, watermark in watermarks.items():
+            self._metrics.watermark.labels(str(partition)).set(watermark / 1000)
+            until = watermark - self._lateness_ms
+            while True:
+                due = await self._store.due(partition, until, self._sweep_batch)
+                if due:
+                    await self._expire(partition, due, until)
+                if len(due) < self._sweep_batch:
+                    break
+
+    async def _expire(self, partition: int, customers: list[str], until: int) -> None:
+        pending = customers
+        for _ in range(self._max_attempts):
+            stored = await self._store.load_many(pending, with_labels=True)
+            samples: list[Sample] = []
+            writes: list[Write] = []
+            for customer, loaded in zip(pending, stored, strict=True):
+                book = decode_book(loaded.labels)
+                if loaded.state is not None:
+                    samples += self._labeler.expire(book, decode_state(loaded.state), until)
+                else:  # the journey expired: its predictions can never be resolved
+                    self._metrics.labels_dropped.inc(len(book.next_stage) + len(book.abandonment))
+                    book = LabelBook()
+                writes.append(Write(customer, None, loaded.rev, self._label_write(book, partition)))
+            await self.publish(samples)
+            conflicts = await self._store.save_many(writes)
+            self._metrics.write_conflicts.inc(len(conflicts))
+            pending = [writes[i].customer_id for i in conflicts]
+            if not pending:
+                return
+        raise WriteConflict(f"{len(pending)} label books kept changing under the sweeper")
+
+    def _label_write(self, book: LabelBook, partition: int) -> LabelWrite:
+        if not book:
+            return LabelWrite(None, None, partition)
+        return LabelWrite(encode_book(book), book.deadline(self._labeler.horizon_ms), partition)
+
+
+def _outcome(sample: Sample) -> tuple[str, str]:
+    if isinstance(sample.label, bool):
+        return sample.kind, "abandoned" if sample.label else "converted"
+    return sample.kind, sample.label

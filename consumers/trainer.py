@@ -1,0 +1,151 @@
+"""The trainer: learns the samples topic with progressive validation and publishes snapshots.
+
+Each sample is scored by the model being served before it is learned (so the metrics are
+honest out-of-sample figures), then learned. Every `every_samples` samples or `every_s`
+seconds the trainer publishes a snapshot of its whole `TrainingState`, including the
+samples-topic offsets it has learned up to. The snapshot, not the committed offset, is the
+trainer's durable state: on assignment it seeks back to the snapshot's offsets, so a
+trainer killed between two snapshots learns the lost samples again, exactly once. The
+samples topic has one partition by default; a second trainer in the group is a standby.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from consumers.deadletter import DeadLetter, DeadLetterSink
+from models.labels import Sample
+from models.snapshot import dump_snapshot, load_snapshot
+from models.training import TrainingState
+from service.metrics import TrainerMetrics
+from service.snapshots import SnapshotStore
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Handler for `BatchRunner` over the samples topic; see the module docstring."""
+
+    def __init__(
+        self,
+        fresh: Callable[[], TrainingState],
+        snapshots: SnapshotStore,
+        dead_letters: DeadLetterSink,
+        metrics: TrainerMetrics,
+        *,
+        every_samples: int = 2000,
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fresh = fresh
+        self._snapshots = snapshots
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._every_samples = every_samples
+        self._every_s = every_s
+        self._clock = clock
+        self.state = fresh()
+        self.version = 0
+        self._unpublished = 0
+        self._published_at = clock()
+        self._oldest_unpublished: float | None = None
+
+    async def restore(self) -> None:
+        """Continue from the newest snapshot, or from scratch if there is none."""
+        snapshot = await self._snapshots.fetch()
+        if snapshot is None:
+            self.state, self.version = self._fresh(), 0
+            logger.info("no model snapshot yet: training from scratch")
+        else:
+            state, _ = load_snapshot(snapshot.blob)
+            if not isinstance(state, TrainingState):
+                raise TypeError(f"snapshot v{snapshot.version} holds {type(state).__name__}")
+            self.state, self.version = state, snapshot.version
+            logger.info("restored model snapshot v%d at offsets %s", self.version, state.offsets)
+        self._unpublished = 0
+        self._oldest_unpublished = None
+        self._export()
+
+    async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        letters: list[DeadLetter] = []
+        for record in records:
+            offset = self.state.offsets.get(record.partition)
+            if offset is not None and record.offset < offset:
+                continue  # learned before the snapshot this trainer restored
+            letter = self._learn(record)
+            if letter is not None:
+                letters.append(letter)
+            self.state.offsets[record.partition] = record.offset + 1
+        await self._dead_letters.send(letters)
+        self._export()
+        if self._due():
+            await self.publish()
+
+    async def idle(self) -> None:
+        if self._unpublished and self._due():
+            await self.publish()
+
+    async def idle_flush(self) -> None:
+        """Publish what was learned since the last snapshot (on a clean shutdown)."""
+        if self._unpublished:
+            await self.publish()
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        await self.restore()
+        for tp in assigned:
+            offset = self.state.offsets.get(tp.partition)
+            if offset is not None:
+                consumer.seek(tp, offset)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self._unpublished:
+            await self.publish()
+
+    async def publish(self) -> None:
+        """Snapshot the training state as the next version."""
+        self.state.tag(self.version + 1)
+        offsets = {str(p): o for p, o in self.state.offsets.items()}
+        meta = {"models": self.state.summary(), "offsets": offsets}
+        blob = dump_snapshot(self.state, meta)
+        self.version = await self._snapshots.publish(blob, meta, replaces=self.version)
+        self._metrics.published.inc()
+        self._metrics.snapshot_bytes.set(len(blob))
+        if self._oldest_unpublished is not None:
+            self._metrics.label_to_snapshot.observe(time.time() - self._oldest_unpublished)
+        self._unpublished = 0
+        self._oldest_unpublished = None
+        self._published_at = self._clock()
+        logger.info("published model snapshot v%d (%d bytes)", self.version, len(blob))
+
+    def _learn(self, record: ConsumerRecord[bytes, bytes]) -> DeadLetter | None:
+        try:
+            sample = Sample.from_json(record.value)
+            learned = self.state.learn(sample)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._metrics.skipped.labels("invalid").inc()
+            error = {"loc": [], "msg": f"{type(exc).__name__}: {exc}", "type": "invalid_sample"}
+            return DeadLetter(record, "invalid_sample", [error])
+        if not learned:
+            self._metrics.skipped.labels("duplicate").inc()
+            return None
+        self._metrics.learned.labels(sample.kind).inc()
+        self._unpublished += 1
+        if self._oldest_unpublished is None:
+            self._oldest_unpublished = record.timestamp / 1000
+        return None
+
+    def _due(self) -> bool:
+        if self._unpublished >= self._every_samples:
+            return True
+        return self._unpublished > 0 and self._clock() - self._published_at >= self._every_s
+
+    def _export(self) -> None:
+        for name, summary in self.state.summary().items():
+            self._metrics.samples.labels(name).set(summary["samples"])
+            for metric, value in summary["metrics"].items():
+                self._metrics.progressive.labels(name, metric).set(value)
