@@ -87,7 +87,7 @@ def new_training_state(
     stages: list[str],
     *,
     abandonment_learner: str = "logreg",
-    next_stage_learner: str = "ovr_logreg",
+    next_stage_learner: str = "softmax",
     min_samples: int = 500,
     dedup_window: int = 50_000,
 ) -> TrainingState:

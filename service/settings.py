@@ -111,7 +111,7 @@ class ModelSettings(_Group):
         default=500, ge=0, description="samples a model learns before it replaces the fallback"
     )
     abandonment_learner: str = "logreg"
-    next_stage_learner: str = "ovr_logreg"
+    next_stage_learner: str = "softmax"
     snapshot_every_samples: int = Field(default=2_000, ge=1)
     snapshot_every_s: float = Field(default=30, gt=0)
     reload_interval_s: float = Field(

@@ -69,7 +69,11 @@ def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
                 assert time.monotonic() < deadline, "journey never caught up"
                 time.sleep(0.2)
                 response = api.get(f"/v1/customers/{who}/journey")
-            assert response.json() == expected[who].model_dump(mode="json")
+            journey = response.json()
+            scores = journey.pop("scores")  # depend on the models, not on the fold
+            assert journey == expected[who].model_dump(mode="json", exclude={"scores"})
+            assert set(scores["next_stage"]["probabilities"]) >= {"exit", journey["stage"]}
+        assert api.get("/v1/models").json()["models"]
         assert api.get("/readyz").json()["status"] == "ready"
 
     dev.process.send_signal(signal.SIGINT)
