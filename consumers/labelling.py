@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 
 from models.labels import LabelBook, Labeler, Sample, decode_book, encode_book
+from models.predictions import Point
 from models.state import JourneyState, decode_state
 from service.bus import send_all
 from service.errors import WriteConflict
@@ -32,7 +33,7 @@ class Scorer(Protocol):
 
     async def refresh(self) -> None: ...
 
-    def score(self, state: JourneyState, now_ms: int) -> dict[str, Any] | None: ...
+    def score_many(self, points: Sequence[Point]) -> list[dict[str, Any]]: ...
 
 
 class SampleSink:
@@ -99,10 +100,15 @@ class Labelling:
             self._metrics.labels_dropped.inc(resolution.dropped)
         return resolution.samples
 
-    def finish(self, state: JourneyState, book: LabelBook, partition: int) -> LabelWrite:
-        """Attach fresh scores to `state`; returns how the book is to be written."""
-        if self.scorer is not None:
-            state.predictions = self.scorer.score(state, state.last_event_at)
+    def attach_scores(self, points: Sequence[Point]) -> None:
+        """Set each journey's `predictions` to its scores at its newest applied event."""
+        if self.scorer is None or not points:
+            return
+        for point, scores in zip(points, self.scorer.score_many(points), strict=True):
+            point.state.predictions = scores
+
+    def finish(self, book: LabelBook, partition: int) -> LabelWrite:
+        """How the book is to be written beside its journey."""
         return self._label_write(book, partition)
 
     async def publish(self, samples: Sequence[Sample]) -> None:

@@ -27,6 +27,7 @@ from models.errors import InvalidEvent
 from models.events import Event, EventDecoder
 from models.fold import Fold, Position, event_digest
 from models.labels import LabelBook, Sample
+from models.predictions import Point
 from models.state import JourneyState, decode_state, encode_state
 from service.errors import WriteConflict
 from service.metrics import ConsumerMetrics
@@ -49,6 +50,7 @@ class _Folded:
     failed: list[DeadLetter] = field(default_factory=list)
     book: LabelBook | None = None
     samples: list[Sample] = field(default_factory=list)
+    newest: Point | None = None  # the journey at its last applied event, to be scored
 
 
 class StateUpdater:
@@ -90,6 +92,8 @@ class StateUpdater:
                 customer: self._fold_customer(loaded, by_customer[customer])
                 for customer, loaded in zip(pending, stored, strict=True)
             }
+            if labelling is not None:
+                labelling.attach_scores([r.newest for r in attempt.values() if r.newest])
             writes = [
                 self._write(customer, result)
                 for customer, result in attempt.items()
@@ -117,7 +121,7 @@ class StateUpdater:
         labels: LabelWrite | None = None
         if self._labelling is not None and result.book is not None:
             partition = result.applied[-1][1].partition
-            labels = self._labelling.finish(result.state, result.book, partition)
+            labels = self._labelling.finish(result.book, partition)
         return Write(customer, encode_state(result.state), result.rev, labels)
 
     def _decode(
@@ -155,6 +159,7 @@ class StateUpdater:
                 )
                 result.failed.append(DeadLetter(record, "apply_failed", [_error(exc)]))
                 result.state = self._rebuild(stored, result.applied)
+                result.newest = None  # its state object was replaced: no score this batch
                 continue
             if skipped is None:
                 result.applied.append((event, record))
@@ -163,6 +168,7 @@ class StateUpdater:
                     result.samples += labelling.observe(
                         result.book, prev_stage, result.state, event.type, digest, t, x
                     )
+                    result.newest = Point(result.state, x, t)
             elif skipped == "redelivered":
                 result.redelivered += 1
             else:

@@ -1,23 +1,89 @@
 """What the models say about a journey now: abandonment risk and next-stage distribution.
 
-The same function scores in the consumer (at each customer's newest event) and in the API
-(at request time, so features that depend on idle time move while the customer is away).
+The same code scores in the consumer (a batch of journeys at their newest events) and in the
+API (one journey at request time, so features that depend on idle time move while the
+customer is away). Warm linear models are scored through their array form (`models.linear`),
+everything else through River.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable, Sequence
+from typing import Any, NamedTuple
 
-from models.features import features
+from models.features import feature_vector, features, from_vector
+from models.learners import OnlineModel
+from models.linear import LinearScorer, compile_pipeline
 from models.state import JourneyState
 from models.training import TrainingState
 
 
-def predict(training: TrainingState, state: JourneyState, now_ms: int) -> dict[str, Any]:
-    """Scores at `now_ms` for a journey as of `now_ms`; abandonment only while the cart is open.
+class Point(NamedTuple):
+    """A journey to score, with its feature vector at `at` (from `feature_vector`)."""
 
-    `model_version` is `"fallback"` while a model has not yet learned enough to be served.
-    """
+    state: JourneyState
+    x: list[float]
+    at: int
+
+
+class Predictor:
+    """Scores journeys with one `TrainingState`; build one per snapshot served."""
+
+    def __init__(self, training: TrainingState) -> None:
+        self.training = training
+        self._abandonment = _compiled(training.abandonment)
+        self._next_stage = _compiled(training.next_stage)
+
+    def score(self, state: JourneyState, now_ms: int) -> dict[str, Any]:
+        """Scores at `now_ms` for a journey as of `now_ms`."""
+        return self.score_many([Point(state, feature_vector(state, now_ms), now_ms)])[0]
+
+    def score_many(self, points: Sequence[Point]) -> list[dict[str, Any]]:
+        """Scores per point; abandonment only while the cart holds items.
+
+        `model_version` is `"fallback"` while a model has not yet learned enough to be served.
+        """
+        carts = [p for p in points if p.state.cart.items]
+        risks = self._proba(self.training.abandonment, self._abandonment, carts)
+        odds = self._proba(self.training.next_stage, self._next_stage, points)
+        risk_of = {id(p): r.get(True, 0.0) for p, r in zip(carts, risks, strict=True)}
+        a_version, n_version = self.training.abandonment.version, self.training.next_stage.version
+        return [
+            {
+                "at": p.at,
+                "abandonment": {"risk": round(risk_of[id(p)], 6), "model_version": a_version}
+                if id(p) in risk_of
+                else None,
+                "next_stage": {
+                    "probabilities": {str(k): round(v, 6) for k, v in o.items()},
+                    "model_version": n_version,
+                },
+            }
+            for p, o in zip(points, odds, strict=True)
+        ]
+
+    def _proba(
+        self, model: OnlineModel[Any], compiled: LinearScorer | None, points: Sequence[Point]
+    ) -> list[dict[Hashable, float]]:
+        if not points:
+            return []
+        if not model.warm:  # the fallback looks at the stage only
+            return [model.predict_proba_one({}, stage=p.state.stage) for p in points]
+        if compiled is None:
+            return [
+                model.predict_proba_one(from_vector(p.x, p.state.stage), stage=p.state.stage)
+                for p in points
+            ]
+        rows = compiled.proba([p.x for p in points], [p.state.stage for p in points])
+        return [dict(zip(compiled.labels, map(float, row), strict=True)) for row in rows]
+
+
+def _compiled(model: OnlineModel[Any]) -> LinearScorer | None:
+    return compile_pipeline(model.pipeline) if model.warm else None
+
+
+def predict(training: TrainingState, state: JourneyState, now_ms: int) -> dict[str, Any]:
+    """Scores at `now_ms` with River itself (the reference `Predictor` must agree with)."""
     x = features(state, now_ms)
     abandonment = None
     if state.cart.items:

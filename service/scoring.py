@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from models.predictions import predict
-from models.state import JourneyState
+from models.predictions import Point, Predictor
 from models.training import TrainingState
 from service.metrics import ModelMetrics
 from service.snapshots import ModelRegistry
@@ -16,22 +16,39 @@ class LiveScorer:
 
     def __init__(self, registry: ModelRegistry, cold: TrainingState, metrics: ModelMetrics) -> None:
         self.registry = registry
-        self._cold = cold
+        self._cold = Predictor(cold)
         self._served = metrics.predictions
-
-    @property
-    def training(self) -> TrainingState:
-        loaded = self.registry.current
-        return loaded.models if loaded is not None else self._cold
+        self._predictor: tuple[int, Predictor] | None = None
 
     async def refresh(self) -> None:
         """Pick up a newer snapshot if one was published (rate-limited by the registry)."""
         await self.registry.refresh()
 
-    def score(self, state: JourneyState, now_ms: int) -> dict[str, Any]:
-        scores = predict(self.training, state, now_ms)
-        for model in ("abandonment", "next_stage"):
-            if scores[model] is not None:
-                source = "fallback" if scores[model]["model_version"] == "fallback" else "model"
-                self._served.labels(model, source).inc()
+    @property
+    def predictor(self) -> Predictor:
+        """The predictor of the snapshot served now, built once per snapshot."""
+        loaded = self.registry.current
+        if loaded is None:
+            return self._cold
+        if self._predictor is None or self._predictor[0] != loaded.version:
+            self._predictor = (loaded.version, Predictor(loaded.models))
+        return self._predictor[1]
+
+    @property
+    def training(self) -> TrainingState:
+        return self.predictor.training
+
+    def score_many(self, points: Sequence[Point]) -> list[dict[str, Any]]:
+        scores = self.predictor.score_many(points)
+        self._count(scores)
         return scores
+
+    def _count(self, scores: list[dict[str, Any]]) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for score in scores:
+            for model in ("abandonment", "next_stage"):
+                if score[model] is not None:
+                    source = "fallback" if score[model]["model_version"] == "fallback" else "model"
+                    counts[model, source] = counts.get((model, source), 0) + 1
+        for (model, source), count in counts.items():
+            self._served.labels(model, source).inc(count)

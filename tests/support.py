@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from models.errors import InvalidEvent
 from models.events import EventDecoder
+from models.features import BASE_FEATURES
 from models.fold import Fold, Position
+from models.labels import ABANDONMENT, NEXT_STAGE, Sample
 from models.state import JourneyState, decode_state
 from service.settings import Settings
 from service.store import JourneyStore
@@ -207,3 +209,21 @@ async def read_until_quiet(bootstrap: str, topic: str, partitions: int) -> list[
     finally:
         await consumer.stop()
     return sorted(found, key=lambda r: (r.partition, r.offset))
+
+
+STAGES = ["awareness", "consideration", "comparison", "decision", "purchase"]
+
+
+def synthetic_samples(count: int, seed: int = 7) -> list[Sample]:
+    """Samples with a learnable signal: the first feature decides abandonment."""
+    rng = random.Random(seed)
+    samples = []
+    for i in range(count):
+        x = [rng.random() for _ in BASE_FEATURES]
+        stage = rng.choice(STAGES)
+        if i % 2:
+            kind, label = ABANDONMENT, x[0] > 0.5
+        else:
+            kind, label = NEXT_STAGE, STAGES[min(STAGES.index(stage) + 1, len(STAGES) - 1)]
+        samples.append(Sample(f"s-{i}", kind, f"c{i % 17}", "retail", i, i + 1, stage, x, label))
+    return samples

@@ -16,7 +16,8 @@ from service.settings import Settings
 from service.store import Write
 from tests.integration.api_fixtures import Api, event, running_api
 from tests.integration.conftest import Worker
-from tests.integration.test_trainer import _fresh, synthetic_samples
+from tests.integration.test_trainer import _fresh
+from tests.support import synthetic_samples
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,8 +10,6 @@ from redis.asyncio import Redis
 
 from consumers.deadletter import DeadLetterSink
 from consumers.trainer import Trainer
-from models.features import BASE_FEATURES
-from models.labels import ABANDONMENT, NEXT_STAGE, Sample
 from models.snapshot import dump_snapshot
 from models.training import TrainingState
 from service.bus import ensure_parcours_topics, make_producer, samples_dead_letter_topic
@@ -21,24 +18,7 @@ from service.metrics import ModelMetrics, TrainerMetrics
 from service.settings import Settings
 from service.snapshots import ModelRegistry
 from service.store import connect_redis
-from tests.support import produce, read_records
-
-STAGES = ["awareness", "consideration", "comparison", "decision", "purchase"]
-
-
-def synthetic_samples(count: int, seed: int = 7) -> list[Sample]:
-    """Samples with a learnable signal: the first feature decides abandonment."""
-    rng = random.Random(seed)
-    samples = []
-    for i in range(count):
-        x = [rng.random() for _ in BASE_FEATURES]
-        stage = rng.choice(STAGES)
-        if i % 2:
-            kind, label = ABANDONMENT, x[0] > 0.5
-        else:
-            kind, label = NEXT_STAGE, STAGES[min(STAGES.index(stage) + 1, len(STAGES) - 1)]
-        samples.append(Sample(f"s-{i}", kind, f"c{i % 17}", "retail", i, i + 1, stage, x, label))
-    return samples
+from tests.support import produce, read_records, synthetic_samples
 
 
 @pytest.fixture

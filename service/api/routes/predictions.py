@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 
-from models.predictions import explain, predict
+from models.predictions import explain
 from service.api.deps import Context
 from service.api.schemas import (
     AbandonmentPublic,
@@ -43,9 +43,9 @@ async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsP
     for partition in state.offsets:
         watermark = await ctx.store.watermark(int(partition))
         now_ms = max(now_ms, watermark or 0)
-    training = ctx.scorer.training
-    scores = predict(training, state, now_ms)
-    drivers = explain(training, state, now_ms)
+    predictor = ctx.scorer.predictor
+    scores = predictor.score(state, now_ms)
+    drivers = explain(predictor.training, state, now_ms)
     return PredictionsPublic(
         customer_id=customer_id,
         as_of=datetime.fromtimestamp(now_ms / 1000, UTC),
