@@ -1,8 +1,10 @@
 """Consumer throughput: Kafka to committed Redis state, per `parcours consume` process.
 
 Produces N ~300-byte events for C customers once, then alternates runs of
-  - raw: an aiokafka group consumer that only reads (the ceiling for this machine), and
-  - parcours: one `parcours consume` process (fresh group, empty Redis key space),
+  - raw: an aiokafka group consumer that only reads (the ceiling for this machine),
+  - parcours: one `parcours consume` process (fresh group, empty Redis key space), and
+  - parcours without models: the same with `PARCOURS_MODELS_ENABLED=false` (no labels,
+    scores or samples), to show what learning costs,
 measuring each from its first to its last committed offset, so the group join is excluded.
 Prints the per-run rates, the medians and the parcours/raw ratio.
 
@@ -142,7 +144,7 @@ async def raw_run(bootstrap: str, topic: str, partitions: int, total: int) -> fl
 
 
 async def parcours_run(
-    bootstrap: str, redis_url: str, topic: str, partitions: int, total: int
+    bootstrap: str, redis_url: str, topic: str, partitions: int, total: int, *, models: bool
 ) -> float:
     tag = uuid.uuid4().hex[:8]
     group = f"bench-{tag}"
@@ -158,6 +160,8 @@ async def parcours_run(
         "PARCOURS_REDIS_KEY_PREFIX": f"bench-{tag}",
         "PARCOURS_CONSUMER_METRICS_PORT": "0",
         "PARCOURS_LOG_LEVEL": "WARNING",
+        "PARCOURS_MODELS_ENABLED": "true" if models else "false",
+        "PARCOURS_MODELS_SAMPLES_TOPIC": f"{topic}.samples-{tag}",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "consume", env=env
@@ -185,18 +189,26 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         await produce(bootstrap, topic, args.partitions, messages)
         print(f"produced in {time.monotonic() - started:.1f}s")
-        raw, ours = [], []
+        raw, ours, bare = [], [], []
         for run in range(args.runs):
             raw.append(await raw_run(bootstrap, topic, args.partitions, args.events))
-            ours.append(
-                await parcours_run(bootstrap, redis_url, topic, args.partitions, args.events)
+            for rates, models in ((ours, True), (bare, False)):
+                rates.append(
+                    await parcours_run(
+                        bootstrap, redis_url, topic, args.partitions, args.events, models=models
+                    )
+                )
+            print(
+                f"run {run + 1}: raw aiokafka {raw[-1]:,.0f}/s, parcours {ours[-1]:,.0f}/s, "
+                f"parcours without models {bare[-1]:,.0f}/s"
             )
-            print(f"run {run + 1}: raw aiokafka {raw[-1]:,.0f}/s, parcours {ours[-1]:,.0f}/s")
-        print(
-            f"median: raw aiokafka {statistics.median(raw):,.0f} events/s, "
-            f"parcours consume {statistics.median(ours):,.0f} events/s, "
-            f"ratio {statistics.median(ours) / statistics.median(raw):.2f}"
-        )
+        reference = statistics.median(raw)
+        for name, rates in (("parcours consume", ours), ("parcours, models off", bare)):
+            median = statistics.median(rates)
+            print(
+                f"median: {name} {median:,.0f} events/s, "
+                f"ratio to raw aiokafka ({reference:,.0f}/s) {median / reference:.3f}"
+            )
     finally:
         for server in (kafka, redis):
             if server:
