@@ -25,6 +25,6 @@ USER parcours
 EXPOSE 8000 9464
 # Healthy when the role answers: the API's /healthz, or a consumer's metrics endpoint.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["python", "-c", \
-    "import os, sys, urllib.request as u\nfor url in (f\"http://127.0.0.1:{os.environ.get('PARCOURS_API_PORT', '8000')}/healthz\", f\"http://127.0.0.1:{os.environ.get('PARCOURS_CONSUMER_METRICS_PORT', '9464')}/metrics\"):\n    try:\n        u.urlopen(url, timeout=2); sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
+    "import os, sys, urllib.request as u\nfor url in (f\"http://127.0.0.1:{os.environ.get('PARCOURS_API_PORT', '8000')}/healthz\", f\"http://127.0.0.1:{os.environ.get('PARCOURS_CONSUMER_METRICS_PORT', '9464')}/metrics\", f\"http://127.0.0.1:{os.environ.get('PARCOURS_MODELS_TRAINER_METRICS_PORT', '9465')}/metrics\"):\n    try:\n        u.urlopen(url, timeout=2); sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 ENTRYPOINT ["parcours"]
 CMD ["api"]

@@ -133,6 +133,11 @@ class ModelMetrics:
             "When the served snapshot was published (Unix time; age = time() - this).",
             registry=registry,
         )  # fmt: skip
+        self.served_metric = Gauge(
+            "parcours_model_served_metric",
+            "Progressive-validation metric of the snapshot being served, by model and metric.",
+            ["model", "metric"], registry=registry,
+        )  # fmt: skip
         self.predictions = Counter(
             "parcours_predictions_served_total", "Predictions served, by model and version kind.",
             ["model", "source"], registry=registry,

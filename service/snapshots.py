@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 import orjson
-from models.snapshot import SnapshotError, load_snapshot
 from redis.asyncio import Redis
 
 from models.errors import ParcoursError
+from models.snapshot import SnapshotError, load_snapshot
 from service.errors import StoreUnavailable
 from service.metrics import ModelMetrics
 from service.store import REDIS_ERRORS
@@ -160,4 +160,7 @@ class ModelRegistry:
         self._metrics.loaded.inc()
         self._metrics.version.set(snapshot.version)
         self._metrics.published_at.set(snapshot.meta.get("published_at", 0))
+        for model, summary in snapshot.meta.get("models", {}).items():
+            for metric, value in summary.get("metrics", {}).items():
+                self._metrics.served_metric.labels(model, metric).set(value)
         logger.info("model snapshot v%d loaded", snapshot.version)

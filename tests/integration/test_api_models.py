@@ -119,6 +119,7 @@ async def test_corrupt_snapshot_is_refused_and_the_served_one_kept(
 
     assert body["abandonment"]["model_version"] == f"abandonment-v{version}"
     assert "parcours_model_snapshots_refused_total 1.0" in metrics
+    assert 'parcours_model_served_metric{metric="roc_auc",model="abandonment"}' in metrics
 
 
 async def test_predictions_unknown_customer_404(api: Api) -> None:
