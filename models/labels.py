@@ -14,7 +14,9 @@ An outcome is decided by the customer's own events when one arrives, and otherwi
 partition's watermark (newest event time seen, minus the allowed lateness) passing a deadline.
 Both use event time only, so a replay yields the same labels at any speed and batching.
 A late event (older than a pending prediction) never resolves that prediction and never
-moves a cart deadline back.
+moves a cart deadline back. `next_stage_rate` keeps a deterministic share of the events as
+next-stage prediction points (by event digest, so replays keep the same ones), for streams
+faster than one trainer learns.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ EXIT: Final = "exit"
 CART_ACTIVITY: Final = frozenset(
     {"add_to_cart", "remove_from_cart", "checkout_started", "purchase"}
 )
+
+_DIGEST_SPACE: Final = 16**12  # event digests are 12 hex digits (`models.fold.event_digest`)
 
 Kind = Literal["next_stage", "abandonment"]
 Label = bool | str
@@ -137,11 +141,15 @@ class Labeler:
         abandon_after_ms: int,
         horizon_ms: int,
         max_pending: int = 32,
+        next_stage_rate: float = 1.0,
     ) -> None:
+        if not 0.0 <= next_stage_rate <= 1.0:
+            raise ValueError(f"next_stage_rate must be within [0, 1], got {next_stage_rate}")
         self._features = feature_fn
         self.abandon_after_ms = abandon_after_ms
         self.horizon_ms = horizon_ms
         self._max_pending = max_pending
+        self._next_stage_below = round(next_stage_rate * _DIGEST_SPACE)
 
     def observe(
         self,
@@ -163,7 +171,8 @@ class Labeler:
         samples: list[Sample] = []
         self._resolve_cart(book, state, event_type, t, samples)
         self._resolve_next(book, prev_stage, state, t, samples)
-        book.next_stage.append(Pending(digest, t, state.stage, x))
+        if int(digest, 16) < self._next_stage_below:
+            book.next_stage.append(Pending(digest, t, state.stage, x))
         if event_type in CART_ACTIVITY:
             extended = t + self.abandon_after_ms
             current = book.cart_deadline

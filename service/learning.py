@@ -20,6 +20,7 @@ def build_labeler(models: ModelSettings) -> Labeler:
         abandon_after_ms=int(models.abandon_after_s * 1000),
         horizon_ms=int(models.horizon_s * 1000),
         max_pending=models.max_pending,
+        next_stage_rate=models.next_stage_rate,
     )
 
 

@@ -106,6 +106,9 @@ class ModelSettings(_Group):
     max_pending: int = Field(
         default=32, ge=1, le=1000, description="unresolved predictions kept per customer and kind"
     )
+    next_stage_rate: float = Field(
+        default=1.0, ge=0, le=1, description="share of events kept as next-stage samples"
+    )
     sweep_batch: int = Field(default=1000, ge=1, description="customers resolved per sweep call")
     min_samples: int = Field(
         default=500, ge=0, description="samples a model learns before it replaces the fallback"

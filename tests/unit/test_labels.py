@@ -502,3 +502,25 @@ def expected_outcome(sample: Sample, events: list[Event], after: After) -> tuple
         if state.stage != prev_stage:
             return (state.stage, e.timestamp_ms)
     return (sample.stage if within else EXIT, due)
+
+
+def test_labeler_next_stage_rate_keeps_the_same_share_of_events_on_every_replay() -> None:
+    def kept(rate: float) -> set[str]:
+        labeler = Labeler(
+            lambda state, t: [0.0], abandon_after_ms=1000, horizon_ms=1000, next_stage_rate=rate
+        )
+        ids = set()
+        state = JourneyState("c", "retail", "awareness", 0, 0, 0)
+        for n in range(2000):
+            book = LabelBook()
+            labeler.observe(book, "awareness", state, "page_view", event_digest(f"e{n}"), n)
+            ids |= {p.id for p in book.next_stage}
+        return ids
+
+    quarter = kept(0.25)
+
+    assert kept(0.25) == quarter
+    assert 400 < len(quarter) < 600
+    assert quarter < kept(0.5)
+    assert kept(0.0) == set()
+    assert len(kept(1.0)) == 2000
