@@ -128,13 +128,16 @@ class BinaryScore:
         self._n += 1
 
     def get(self) -> dict[str, float]:
+        """The metrics so far; ROC AUC only once both outcomes were seen (undefined before)."""
         n = self._n or 1
-        return {
-            "roc_auc": float(self.roc_auc.get()) + 0.0,  # River's AUC can be -0.0
+        scores = {
             "log_loss": float(self.log_loss.get()),
             "brier": self._brier_sum / n,
             "positive_rate": self._positives / n,
         }
+        if 0 < self._positives < self._n:
+            scores["roc_auc"] = float(self.roc_auc.get()) + 0.0  # River's AUC can be -0.0
+        return scores
 
 
 class MulticlassScore:

@@ -265,3 +265,13 @@ def test_factories_unknown_pipeline_raises_value_error_naming_choices() -> None:
         next_stage_model(pipeline="logreg")
     with pytest.raises(ValueError, match="min_samples"):
         abandonment_model(min_samples=-1)
+
+
+def test_abandonment_metrics_one_outcome_seen_leave_roc_auc_undefined() -> None:
+    model = abandonment_model(min_samples=0)
+    for i in range(20):
+        model.learn_one({"a": float(i)}, False, stage="decision")
+
+    assert "roc_auc" not in model.metrics()
+    model.learn_one({"a": 3.0}, True, stage="decision")
+    assert 0.0 <= model.metrics()["roc_auc"] <= 1.0
