@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from models.events import CANONICAL_TYPES, PRODUCT_TYPES, Channel, Event
 from models.fold import DIGEST_WIDTH, Fold, Limits, Position
 from models.journeymap import JourneyMap
-from models.state import JourneyState, RecentProduct, StageVisit, decode_state, encode_state
+from models.state import (
+    JourneyState,
+    RecentProduct,
+    StageVisit,
+    Touchpoint,
+    decode_state,
+    encode_state,
+)
 
 MakeEvent = Callable[..., Event]
 Ms = Callable[[float], int]
@@ -29,6 +36,24 @@ def product(pid: str, **more: Any) -> dict[str, Any]:
 
 
 # --- journey ------------------------------------------------------------------------------
+
+
+def test_fold_leaves_are_complete_named_tuples(fold: Fold, make_event: MakeEvent) -> None:
+    # The fold builds leaves with tuple.__new__ (no arity check): every field must be there.
+    state = run(
+        fold,
+        [
+            make_event(minutes=0, type="page_view", properties={"url": "https://x.example/"}),
+            make_event(minutes=1, type="product_view", properties=product("p1")),
+        ],
+    )
+
+    assert state.touchpoints == [
+        Touchpoint("page_view", "web", state.first_event_at, None, "https://x.example/"),
+        Touchpoint("product_view", "web", state.last_event_at, "p1", None),
+    ]
+    assert [type(v) for v in state.stage_history] == [StageVisit, StageVisit]
+    assert all(len(v) == len(StageVisit._fields) for v in state.stage_history)
 
 
 def test_fold_retail_walk_through_moves_stage_after_each_event(
