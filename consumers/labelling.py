@@ -11,8 +11,9 @@ the watermark passed: event time, not the wall clock, decides when a label is du
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -63,6 +64,8 @@ class Labelling:
         lateness_ms: int = 60_000,
         sweep_batch: int = 1000,
         max_conflict_retries: int = 5,
+        idle_advance_after_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._labeler = labeler
         self._store = store
@@ -71,6 +74,9 @@ class Labelling:
         self.scorer = scorer
         self._lateness_ms = lateness_ms
         self._sweep_batch = sweep_batch
+        self._idle_after_s = idle_advance_after_s
+        self._clock = clock
+        self._anchors: dict[int, tuple[float, int]] = {}  # partition: (arrival, watermark)
         self._max_attempts = max_conflict_retries
 
     async def refresh(self) -> None:
@@ -122,6 +128,43 @@ class Labelling:
     async def sweep(self, newest: dict[int, int]) -> None:
         """Advance watermarks to the batch's newest event times and resolve what is now due."""
         watermarks = await self._store.advance_watermarks(newest)
+        now = self._clock()
+        self._anchors.update((p, (now, w)) for p, w in watermarks.items())
+        await self._resolve_due(watermarks)
+        await self.sweep_idle()  # other partitions may be quiet while these are busy
+
+    async def sweep_idle(self) -> None:
+        """Move the watermark of a partition without events on by the time it has been idle.
+
+        Event time alone would leave a quiet partition's labels (and abandoned carts) waiting
+        for its next event. After `idle_advance_after_s` without one, its watermark follows the
+        wall clock from its last event on; a replay that runs without pauses never gets here.
+        """
+        if not self._idle_after_s:
+            return
+        now = self._clock()
+        proposed = {
+            p: watermark + int((now - arrival) * 1000)
+            for p, (arrival, watermark) in self._anchors.items()
+            if now - arrival >= self._idle_after_s
+        }
+        if proposed:
+            await self._resolve_due(await self._store.advance_watermarks(proposed))
+
+    async def anchor(self, partitions: Iterable[int]) -> None:
+        """Start idle timing for newly assigned partitions from their stored watermarks."""
+        now = self._clock()
+        for partition in partitions:
+            watermark = await self._store.watermark(partition)
+            if watermark is not None:
+                self._anchors.setdefault(partition, (now, watermark))
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Stop advancing partitions this process no longer owns."""
+        for partition in partitions:
+            self._anchors.pop(partition, None)
+
+    async def _resolve_due(self, watermarks: dict[int, int]) -> None:
         for partition, watermark in watermarks.items():
             self._metrics.watermark.labels(str(partition)).set(watermark / 1000)
             until = watermark - self._lateness_ms

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterSink
@@ -115,6 +116,20 @@ class StateUpdater:
         if labelling is not None:
             await labelling.sweep(_newest(folded.values()))
         self._record(folded.values(), letters)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Journeys and label books live in Redis; only idle timing starts here."""
+        if self._labelling is not None:
+            await self._labelling.anchor(tp.partition for tp in assigned)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self._labelling is not None:
+            self._labelling.forget(tp.partition for tp in revoked)
+
+    async def idle(self) -> None:
+        """Between polls that found nothing: let quiet partitions' labels come due."""
+        if self._labelling is not None:
+            await self._labelling.sweep_idle()
 
     def _write(self, customer: str, result: _Folded) -> Write:
         assert result.state is not None

@@ -112,5 +112,6 @@ def _labelling(
         scorer=scorer,
         lateness_ms=int(models.allowed_lateness_s * 1000),
         sweep_batch=models.sweep_batch,
+        idle_advance_after_s=models.idle_advance_after_s,
         max_conflict_retries=settings.consumer.max_conflict_retries,
     )

@@ -109,6 +109,9 @@ class ModelSettings(_Group):
     next_stage_rate: float = Field(
         default=1.0, ge=0, le=1, description="share of events kept as next-stage samples"
     )
+    idle_advance_after_s: float = Field(
+        default=300, ge=0, description="a partition without events this long follows the clock"
+    )
     sweep_batch: int = Field(default=1000, ge=1, description="customers resolved per sweep call")
     min_samples: int = Field(
         default=500, ge=0, description="samples a model learns before it replaces the fallback"

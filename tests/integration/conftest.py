@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -55,7 +56,13 @@ class Worker:
             labelling=labelling,
         )
 
-    def labelled_updater(self, *, scorer: LiveScorer | None = None) -> StateUpdater:
+    def labelled_updater(
+        self,
+        *,
+        scorer: LiveScorer | None = None,
+        idle_advance_after_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> StateUpdater:
         """An updater that also records labels, attaches scores and sweeps deadlines."""
         models = self.settings.models
         labelling = Labelling(
@@ -65,6 +72,8 @@ class Worker:
             self.metrics,
             scorer=scorer,
             lateness_ms=int(models.allowed_lateness_s * 1000),
+            idle_advance_after_s=idle_advance_after_s,
+            clock=clock,
         )
         return self.updater(labelling=labelling)
 

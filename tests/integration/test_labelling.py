@@ -175,3 +175,39 @@ def _digests(customer: str, *numbers: int) -> list[str]:
     from models.fold import event_digest
 
     return [event_digest(f"{customer}-{n}") for n in numbers]
+
+
+async def test_quiet_partition_watermark_follows_the_clock_after_the_idle_delay(
+    worker: Worker,
+) -> None:
+    now = [1000.0]
+    updater = worker.labelled_updater(idle_advance_after_s=300, clock=lambda: now[0])
+    await Feed(worker).send(updater, _event(1, "gus", "add_to_cart", 0, product_id="p1", price=5.0))
+
+    now[0] += 299  # idle, but not for long enough: event time stands still
+    await updater.idle()
+    assert _by_kind(await _samples(worker), "abandonment") == []
+
+    now[0] += 60 * 60 + 60 + 2  # an hour and the lateness later, the cart is overdue
+    await updater.idle()
+    abandoned = _by_kind(await _samples(worker), "abandonment")
+    assert [(s.customer_id, s.label, s.resolved_at) for s in abandoned] == [("gus", True, _ms(60))]
+
+
+async def test_restarted_consumer_times_idle_partitions_from_their_stored_watermark(
+    worker: Worker,
+) -> None:
+    from aiokafka import TopicPartition
+
+    await Feed(worker).send(
+        worker.labelled_updater(), _event(1, "hal", "add_to_cart", 0, product_id="p1")
+    )
+    now = [50.0]
+    restarted = worker.labelled_updater(idle_advance_after_s=300, clock=lambda: now[0])
+    topic = worker.settings.kafka.events_topic
+    await restarted.on_assigned(None, {TopicPartition(topic, 0)})  # type: ignore[arg-type]
+
+    now[0] += 2 * 3600
+    await restarted.idle()
+
+    assert [s.customer_id for s in _by_kind(await _samples(worker), "abandonment")] == ["hal"]
