@@ -22,7 +22,9 @@ Recall@10 is micro-averaged over target items.
   lines 1 s apart), and orders are replayed in that synthetic global time order. Point: an
   order by a returning customer. Seeds: the products of the customer's last `--seed-baskets`
   orders, most recent first; excluded: everything the customer bought before; targets: the
-  order's products new to the customer. Then the order is learned as one basket.
+  order's products new to the customer (`history`). `cart completion`, the in-cart use of
+  the model: seeds are the first half of the order in cart order (`add_to_cart_order`),
+  targets the second half. Then the order is learned as one basket.
 
     python -m bench.accessory_quality --runs 3
 """
@@ -41,7 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple
 
 from models.cooccurrence import CoOccurrence, Measure
 from models.datasets import instacart_events, rees46_event
@@ -77,51 +79,38 @@ class Popular(NamedTuple):
 Op = Predict | Basket | Popular
 
 
-class Recommender(Protocol):
-    def learn_basket(self, op: Basket) -> None: ...
-    def learn_popular(self, op: Popular) -> None: ...
-    def rank(self, op: Predict) -> list[str]: ...
-
-
 @dataclass
-class PopularityRanker:
-    """Popularity (decayed or not): ignores baskets, ranks the top items overall."""
+class Ranker:
+    """Co-occurrence (if `model`) topped up from popularity (if `popular`), or either alone."""
 
-    trending: Trending
+    model: CoOccurrence | None
+    popular: Trending | None
 
-    def learn_basket(self, op: Basket) -> None:
-        pass
+    def learns(self, op: Op) -> bool:
+        """Whether `op` is one this ranker learns from (the ops its learn throughput counts)."""
+        if isinstance(op, Basket):
+            return self.model is not None
+        return isinstance(op, Popular) and self.popular is not None
 
-    def learn_popular(self, op: Popular) -> None:
-        self.trending.learn(op.item, op.category, op.weight, op.at_ms)
+    def learn(self, op: Op) -> None:
+        if isinstance(op, Basket) and self.model is not None:
+            self.model.learn_basket(op.items, op.at_ms)
+        elif isinstance(op, Popular) and self.popular is not None:
+            self.popular.learn(op.item, op.category, op.weight, op.at_ms)
 
     def rank(self, op: Predict) -> list[str]:
-        banned = op.exclude.union(op.seeds)
-        return [item for item, _ in self.trending.top(op.at_ms, TOP, exclude=banned)]
-
-
-@dataclass
-class CoOccurrenceRanker:
-    """Co-occurrence recommendations, topped up from `fill` (if any) when fewer than 10."""
-
-    model: CoOccurrence
-    fill: Trending | None = None
-
-    def learn_basket(self, op: Basket) -> None:
-        self.model.learn_basket(op.items, op.at_ms)
-
-    def learn_popular(self, op: Popular) -> None:
-        if self.fill is not None:
-            self.fill.learn(op.item, op.category, op.weight, op.at_ms)
-
-    def rank(self, op: Predict) -> list[str]:
-        recs = self.model.recommend(op.seeds, op.at_ms, exclude=op.exclude, n=TOP)
-        ranked = [item for item, _, _ in recs]
-        if self.fill is not None and len(ranked) < TOP:
+        ranked: list[str] = []
+        if self.model is not None:
+            recs = self.model.recommend(op.seeds, op.at_ms, exclude=op.exclude, n=TOP)
+            ranked = [item for item, _, _ in recs]
+        if self.popular is not None and len(ranked) < TOP:
             banned = op.exclude.union(op.seeds, ranked)
-            more = self.fill.top(op.at_ms, TOP - len(ranked), exclude=banned)
+            more = self.popular.top(op.at_ms, TOP - len(ranked), exclude=banned)
             ranked += [item for item, _ in more]
         return ranked
+
+
+Factory = Callable[[], Ranker]
 
 
 @dataclass
@@ -150,16 +139,14 @@ class Scores:
                 f"{self.empty / p:.1%}"]  # fmt: skip
 
 
-def replay(script: list[Op], ranker: Recommender) -> Scores:
+def replay(script: list[Op], ranker: Ranker) -> Scores:
     """Run `ranker` over the script: score at each prediction point, learn everything else."""
     scores = Scores()
     for op in script:
         if isinstance(op, Predict):
             scores.add(ranker.rank(op), op.targets)
-        elif isinstance(op, Basket):
-            ranker.learn_basket(op)
         else:
-            ranker.learn_popular(op)
+            ranker.learn(op)
     return scores
 
 
@@ -234,17 +221,21 @@ def _instacart_orders(path: Path) -> list[tuple[int, str, str, list[str], int]]:
     return sorted(orders, key=lambda o: (o[0], int(o[1])))
 
 
-def instacart_script(path: Path, *, seed_baskets: int) -> list[Op]:
-    """Instacart orders as a script (module docstring)."""
+def instacart_script(path: Path, *, seed_baskets: int, completion: bool) -> list[Op]:
+    """Instacart orders as a script: `history` or cart `completion` points (module docstring)."""
     script: list[Op] = []
     history: dict[str, list[list[str]]] = defaultdict(list)
     bought: dict[str, set[str]] = defaultdict(set)
     for start, _, user, items, done in _instacart_orders(path):
-        recent = [item for basket in reversed(history[user][-seed_baskets:]) for item in basket]
-        targets = frozenset(items) - bought[user]
-        if recent and targets:
+        if completion:
+            half = len(items) // 2
+            point = Predict(start, tuple(items[:half]), frozenset(), frozenset(items[half:]))
+        else:
+            recent = [item for basket in reversed(history[user][-seed_baskets:]) for item in basket]
             seeds = tuple(dict.fromkeys(recent))
-            script.append(Predict(start, seeds, frozenset(bought[user]), targets))
+            point = Predict(start, seeds, frozenset(bought[user]), frozenset(items) - bought[user])
+        if point.seeds and point.targets - set(point.seeds):
+            script.append(point._replace(targets=point.targets - set(point.seeds)))
         script += [Popular(done, item, None, EVENT_WEIGHTS["purchase"]) for item in items]
         script.append(Basket(done, tuple(items)))
         history[user].append(items)
@@ -255,20 +246,20 @@ def instacart_script(path: Path, *, seed_baskets: int) -> list[Op]:
 # --- models, throughput, report ------------------------------------------------------------
 
 
-def rankers(cooc_half_life_ms: int, trend_half_life_ms: int, capacity: int) -> dict[str, Any]:
+def rankers(cooc_half_life_ms: int, trend_half_life_ms: int, capacity: int) -> dict[str, Factory]:
     """Every compared model, as a factory of fresh rankers."""
 
-    def cooc(measure: Measure, support: float, fill: bool = False) -> Callable[[], Recommender]:
-        return lambda: CoOccurrenceRanker(
+    def cooc(measure: Measure, support: float, fill: bool = False) -> Factory:
+        return lambda: Ranker(
             CoOccurrence(half_life_ms=cooc_half_life_ms, measure=measure, min_support=support),
             Trending(trend_half_life_ms, capacity) if fill else None,
         )
 
     trend = _duration(trend_half_life_ms)
     return {
-        "popular so far (no decay)": lambda: PopularityRanker(Trending(None, capacity)),
-        f"trending (half-life {trend})": lambda: PopularityRanker(
-            Trending(trend_half_life_ms, capacity)
+        "popular so far (no decay)": lambda: Ranker(None, Trending(None, capacity)),
+        f"trending (half-life {trend})": lambda: Ranker(
+            None, Trending(trend_half_life_ms, capacity)
         ),
         "co-occurrence cosine, support 0.5": cooc("cosine", 0.5),
         "co-occurrence cosine, support 2": cooc("cosine", 2.0),
@@ -281,28 +272,23 @@ def _duration(ms: int) -> str:
     return f"{ms // DAY_MS} d" if ms >= DAY_MS else f"{ms // HOUR_MS} h"
 
 
-def _rate(count: int, run: Callable[[], None]) -> float:
-    started = time.perf_counter()
-    run()
-    return count / (time.perf_counter() - started)
-
-
-def throughput(script: list[Op], ranker: Callable[[], Recommender], runs: int) -> list[float]:
-    """Median learn ops/s (every learn op) and recommend ops/s (up to 3,000 points, after all
-    the learning) over `runs` fresh models."""
-    learns = [op for op in script if not isinstance(op, Predict)]
+def throughput(script: list[Op], factory: Factory, runs: int) -> tuple[float, float]:
+    """Median learn ops/s (the ops the model learns from) and recommend ops/s (up to 3,000
+    points, asked after all the learning) over `runs` fresh models."""
     points = [op for op in script if isinstance(op, Predict)][:3000]
-    learn_rates, rank_rates = [], []
+    rates = []
     for _ in range(runs):
-        model = ranker()
-
-        def learn(model: Recommender = model) -> None:
-            for op in learns:
-                model.learn_basket(op) if isinstance(op, Basket) else model.learn_popular(op)
-
-        learn_rates.append(_rate(len(learns), learn))
-        rank_rates.append(_rate(len(points), lambda m=model: [m.rank(p) for p in points] and None))
-    return [statistics.median(learn_rates), statistics.median(rank_rates)]
+        model = factory()
+        learns = [op for op in script if model.learns(op)]
+        started = time.perf_counter()
+        for op in learns:
+            model.learn(op)
+        learned = time.perf_counter()
+        for point in points:
+            model.rank(point)
+        done = time.perf_counter()
+        rates.append((len(learns) / (learned - started), len(points) / (done - learned)))
+    return statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -310,8 +296,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def report(name: str, script: list[Op], factories: dict[str, Any], runs: int) -> list[str]:
-    """Quality table of one script; appends throughput rows to `SPEED`."""
+def report(
+    name: str, script: list[Op], factories: dict[str, Factory], runs: int, speed: list[list[str]]
+) -> list[str]:
+    """Quality table of one script; appends throughput rows to `speed` if `runs`."""
     baskets = sum(isinstance(op, Basket) for op in script)
     popular = sum(isinstance(op, Popular) for op in script)
     head = ["model", "points", "target items", "HR@10", "recall@10", "NDCG@10", "empty lists"]
@@ -320,12 +308,9 @@ def report(name: str, script: list[Op], factories: dict[str, Any], runs: int) ->
         rows.append([label, *replay(script, factory()).row()])
         if runs:
             learn, rank = throughput(script, factory, runs)
-            SPEED.append([name, label, f"{learn:,.0f}", f"{rank:,.0f}"])
+            speed.append([name, label, f"{learn:,.0f}", f"{rank:,.0f}"])
     title = f"### {name}: {baskets:,} baskets and {popular:,} popularity events learned"
     return [title, "", table(head, rows), ""]
-
-
-SPEED: list[list[str]] = []
 
 
 def main() -> None:
@@ -335,20 +320,25 @@ def main() -> None:
     parser.add_argument("--seed-baskets", type=int, default=3)
     parser.add_argument("--capacity", type=int, default=2000, help="Trending top_n per scope")
     args = parser.parse_args()
+    speed: list[list[str]] = []
     out = [f"Command: `python -m bench.accessory_quality {' '.join(sys.argv[1:])}`".strip(), ""]
     if args.dataset in ("rees46", "both"):
         factories = rankers(30 * DAY_MS, HOUR_MS, args.capacity)
         for held_out in (False, True):
             script = rees46_script(REES46, held_out=held_out)
             name = "REES46 " + ("held-out" if held_out else "strict")
-            out += report(name, script, factories, args.runs if held_out else 0)
+            out += report(name, script, factories, args.runs if held_out else 0, speed)
     if args.dataset in ("instacart", "both"):
         factories = rankers(30 * DAY_MS, 14 * DAY_MS, args.capacity)
-        script = instacart_script(INSTACART, seed_baskets=args.seed_baskets)
-        out += report("Instacart", script, factories, args.runs)
-    if SPEED:
-        out += ["### Throughput (median of runs)", ""]
-        out += [table(["script", "model", "learn ops/s", "recommend ops/s"], SPEED)]
+        for completion in (False, True):
+            script = instacart_script(
+                INSTACART, seed_baskets=args.seed_baskets, completion=completion
+            )
+            name = "Instacart " + ("cart completion" if completion else "history")
+            out += report(name, script, factories, args.runs, speed)
+    if speed:
+        out += [f"### Throughput (median of {args.runs} runs)", ""]
+        out += [table(["script", "model", "learn ops/s", "recommend ops/s"], speed)]
     print("\n".join(out))
 
 
