@@ -24,7 +24,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from models.errors import ParcoursError
-from service.metrics import ConsumerMetrics
+from service.metrics import RunnerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class BatchRunner:
         self,
         consumer: AIOKafkaConsumer,
         handler: Handler,
-        metrics: ConsumerMetrics,
+        metrics: RunnerMetrics,
         *,
         max_batch: int,
         poll_timeout_ms: int = 500,

@@ -20,7 +20,7 @@ from service.bus import (
 )
 from service.errors import BusUnavailable
 from service.learning import fresh_training, snapshot_store
-from service.metrics import ConsumerMetrics, TrainerMetrics
+from service.metrics import RunnerMetrics, TrainerMetrics
 from service.settings import Settings
 from service.store import connect_redis
 
@@ -39,7 +39,7 @@ async def run_trainer(
     except (KafkaError, OSError) as exc:
         raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
     metrics = TrainerMetrics(registry)
-    runner_metrics = ConsumerMetrics(registry)
+    runner_metrics = RunnerMetrics(registry)
     if models.trainer_metrics_port:
         start_http_server(models.trainer_metrics_port, registry=registry)
     redis = connect_redis(

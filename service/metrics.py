@@ -12,28 +12,11 @@ _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 360
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
 
-class ConsumerMetrics:
-    """The state consumer: what it read, applied, skipped and dead-lettered, and how fast."""
+class RunnerMetrics:
+    """Any batch worker (`consumers.runner`): batches, retries, commits, partitions, lag."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
-        self.consumed = Counter(
-            "parcours_events_consumed_total", "Records read from the events topic.",
-            registry=registry,
-        )  # fmt: skip
-        self.applied = Counter(
-            "parcours_events_applied_total", "Events folded into journey state.",
-            ["type"], registry=registry,
-        )  # fmt: skip
-        self.deduplicated = Counter(
-            "parcours_events_deduplicated_total",
-            "Events skipped as already applied (redelivered offset or repeated event_id).",
-            ["reason"], registry=registry,
-        )  # fmt: skip
-        self.dead_lettered = Counter(
-            "parcours_events_dead_lettered_total", "Records sent to the dead-letter topic.",
-            ["reason"], registry=registry,
-        )  # fmt: skip
         self.batch_size = Histogram(
             "parcours_consumer_batch_size_records", "Records per processed batch.",
             buckets=_BATCH_BUCKETS, registry=registry,
@@ -42,19 +25,9 @@ class ConsumerMetrics:
             "parcours_consumer_batch_duration_seconds", "Time to process and commit a batch.",
             buckets=_LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.state_lag = Histogram(
-            "parcours_event_state_lag_seconds",
-            "From the Kafka record timestamp to the journey state written in Redis.",
-            buckets=_LAG_BUCKETS, registry=registry,
-        )  # fmt: skip
         self.retries = Counter(
             "parcours_consumer_retries_total", "Batches rewound and retried after an error.",
             ["reason"], registry=registry,
-        )  # fmt: skip
-        self.write_conflicts = Counter(
-            "parcours_store_write_conflicts_total",
-            "Journey writes refused because another writer changed the journey first.",
-            registry=registry,
         )  # fmt: skip
         self.commit_failures = Counter(
             "parcours_consumer_commit_failures_total",
@@ -72,6 +45,40 @@ class ConsumerMetrics:
         self.lag = Gauge(
             "parcours_consumer_lag_records", "Records between the committed position and the end.",
             ["partition"], registry=registry,
+        )  # fmt: skip
+
+
+class ConsumerMetrics(RunnerMetrics):
+    """The state consumer: what it read, applied, skipped and dead-lettered, and how fast."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        super().__init__(registry)
+        self.consumed = Counter(
+            "parcours_events_consumed_total", "Records read from the events topic.",
+            registry=registry,
+        )  # fmt: skip
+        self.applied = Counter(
+            "parcours_events_applied_total", "Events folded into journey state.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.deduplicated = Counter(
+            "parcours_events_deduplicated_total",
+            "Events skipped as already applied (redelivered offset or repeated event_id).",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.dead_lettered = Counter(
+            "parcours_events_dead_lettered_total", "Records sent to the dead-letter topic.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.state_lag = Histogram(
+            "parcours_event_state_lag_seconds",
+            "From the Kafka record timestamp to the journey state written in Redis.",
+            buckets=_LAG_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.write_conflicts = Counter(
+            "parcours_store_write_conflicts_total",
+            "Journey writes refused because another writer changed the journey first.",
+            registry=registry,
         )  # fmt: skip
         self.labels_resolved = Counter(
             "parcours_labels_resolved_total",
