@@ -67,7 +67,7 @@ async def test_label_pending_across_a_consumer_kill_resolves_once_and_is_learned
         [(b"dave", _event("dave", 1, "product_view", 0, product_id="p1")),
          (b"dave", _event("dave", 2, "add_to_cart", 1, product_id="p1", price=9.5))],
     )  # fmt: skip
-    await wait_until(book_pending, timeout_s=60)
+    await wait_until(book_pending, timeout_s=120)
     first.kill()  # the cart is open and its label pending: the consumer dies
 
     start(["consume"], "restarted")
@@ -82,7 +82,7 @@ async def test_label_pending_across_a_consumer_kill_resolves_once_and_is_learned
     async def dave_resolved() -> list[Sample]:
         return [s for s in await samples() if s.customer_id == "dave" and s.kind == "abandonment"]
 
-    abandoned = await wait_until(dave_resolved, timeout_s=60)
+    abandoned = await wait_until(dave_resolved, timeout_s=120)
     snapshots = snapshot_store(redis, settings.redis)
 
     progress: dict[str, object] = {}
@@ -95,7 +95,7 @@ async def test_label_pending_across_a_consumer_kill_resolves_once_and_is_learned
         return learned == {"abandonment": 1, "next_stage": 1}
 
     try:
-        await wait_until(both_learned, timeout_s=60)
+        await wait_until(both_learned, timeout_s=120)
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {progress}\n{trainer.output()}") from None
     all_samples = await samples()
