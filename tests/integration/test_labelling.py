@@ -211,3 +211,32 @@ async def test_restarted_consumer_times_idle_partitions_from_their_stored_waterm
     await restarted.idle()
 
     assert [s.customer_id for s in _by_kind(await _samples(worker), "abandonment")] == ["hal"]
+
+
+async def test_label_book_of_an_expired_journey_is_dropped_by_the_sweep(worker: Worker) -> None:
+    feed, updater = Feed(worker), worker.labelled_updater()
+    await feed.send(updater, _event(1, "ida", "add_to_cart", 0, product_id="p1"))
+    await worker.redis.delete(worker.store.key("ida"))  # the journey's TTL ran out
+
+    await feed.send(updater, _event(1, "jon", "page_view", 2 * 60))
+
+    assert _by_kind(await _samples(worker), "abandonment") == []
+    assert await worker.redis.exists(worker.store.labels_key("ida")) == 0
+    assert await worker.redis.zscore(worker.store.due_key(0), "ida") is None
+    assert await worker.redis.exists(worker.store.key("ida")) == 0  # not recreated
+    assert worker.sample("parcours_labels_dropped_total") == 2  # its next-stage and cart labels
+
+
+async def test_sweep_keeps_the_journey_and_moves_its_revision_on(worker: Worker) -> None:
+    feed, updater = Feed(worker), worker.labelled_updater()
+    await feed.send(updater, _event(1, "kim", "add_to_cart", 0, product_id="p1"))
+    before = (await worker.store.load_many(["kim"]))[0]
+
+    await feed.send(updater, _event(1, "lou", "page_view", 2 * 60))
+
+    after = (await worker.store.load_many(["kim"], with_labels=True))[0]
+    assert after.state == before.state
+    assert after.rev == before.rev + 1  # a zombie holding the old revision cannot write back
+    book = decode_book(after.labels)
+    assert book.abandonment == []
+    assert [p.at for p in book.next_stage] == [_ms(0)]  # its 24 h horizon is still ahead
