@@ -154,10 +154,8 @@ class Labelling:
     async def anchor(self, partitions: Iterable[int]) -> None:
         """Start idle timing for newly assigned partitions from their stored watermarks."""
         now = self._clock()
-        for partition in partitions:
-            watermark = await self._store.watermark(partition)
-            if watermark is not None:
-                self._anchors.setdefault(partition, (now, watermark))
+        for partition, watermark in (await self._store.watermarks(partitions)).items():
+            self._anchors.setdefault(partition, (now, watermark))
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Stop advancing partitions this process no longer owns."""

@@ -26,7 +26,7 @@ from consumers.deadletter import DeadLetter, DeadLetterSink
 from consumers.labelling import Labelling
 from models.errors import InvalidEvent
 from models.events import Event, EventDecoder
-from models.fold import Fold, Position, event_digest
+from models.fold import Fold, Position, last_digest
 from models.labels import LabelBook, Sample
 from models.predictions import Point
 from models.state import JourneyState, decode_state, encode_state
@@ -52,6 +52,7 @@ class _Folded:
     book: LabelBook | None = None
     samples: list[Sample] = field(default_factory=list)
     newest: Point | None = None  # the journey at its last applied event, to be scored
+    latest: dict[int, int] = field(default_factory=dict)  # newest event time per partition
 
 
 class StateUpdater:
@@ -179,11 +180,13 @@ class StateUpdater:
             if skipped is None:
                 result.applied.append((event, record))
                 if labelling is not None and result.book is not None:
-                    digest = event_digest(event.event_id)
+                    digest = last_digest(result.state)
                     result.samples += labelling.observe(
                         result.book, prev_stage, result.state, event.type, digest, t, x
                     )
                     result.newest = Point(result.state, x, t)
+                    if t > result.latest.get(record.partition, -1):
+                        result.latest[record.partition] = t
             elif skipped == "redelivered":
                 result.redelivered += 1
             else:
@@ -225,10 +228,9 @@ def _newest(folded: Iterable[_Folded]) -> dict[int, int]:
     """The newest applied event time per partition: where the watermarks move to."""
     newest: dict[int, int] = {}
     for result in folded:
-        for event, record in result.applied:
-            t = event.timestamp_ms
-            if t > newest.get(record.partition, -1):
-                newest[record.partition] = t
+        for partition, t in result.latest.items():
+            if t > newest.get(partition, -1):
+                newest[partition] = t
     return newest
 
 

@@ -6,21 +6,18 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from consumers.deadletter import DeadLetterSink
 from consumers.labelling import Labelling, SampleSink
-from consumers.runner import Backoff, BatchRunner
 from consumers.state_updater import StateUpdater
+from consumers.worker import run_handler, worker_io
 from models.journeymap import JourneyMap
-from service.bus import ensure_parcours_topics, make_consumer, make_producer
-from service.errors import BusUnavailable
 from service.journey import build_decoder, build_fold
 from service.learning import build_labeler, live_scorer
 from service.metrics import ConsumerMetrics, ModelMetrics
 from service.settings import Settings
-from service.store import JourneyStore, connect_redis, journey_store
+from service.store import JourneyStore, journey_store
 
 logger = logging.getLogger(__name__)
 
@@ -32,37 +29,22 @@ async def run_state_consumer(
     kafka, journey = settings.kafka, settings.journey
     fold = build_fold(journey)
     decoder = build_decoder(journey, fold.map)
-    try:
-        if kafka.create_topics:
-            await ensure_parcours_topics(settings)
-    except (KafkaError, OSError) as exc:
-        raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
     metrics = ConsumerMetrics(registry)
     if settings.consumer.metrics_port:
-        start_http_server(settings.consumer.metrics_port)
-    redis = connect_redis(
-        settings.redis.url,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-        max_connections=settings.redis.max_connections,
-    )
-    store = journey_store(
-        redis, prefix=settings.redis.key_prefix, ttl_days=settings.redis.journey_ttl_days
-    )
-    producer = make_producer(kafka)
-    consumer = make_consumer(kafka, group_id=kafka.consumer_group)
-    try:
-        await producer.start()
-    except (KafkaError, OSError) as exc:
-        await producer.stop()
-        await redis.aclose()
-        raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
-    try:
-        dead_letters = DeadLetterSink(
-            producer,
-            kafka.dead_letter_topic,
-            group=kafka.consumer_group,
-            timeout_s=kafka.produce_timeout_s,
+        start_http_server(settings.consumer.metrics_port, registry=registry)
+    group = kafka.consumer_group
+    async with worker_io(
+        settings, group=group, max_redis_connections=settings.redis.max_connections
+    ) as io:
+        store = journey_store(
+            io.redis, prefix=settings.redis.key_prefix, ttl_days=settings.redis.journey_ttl_days
         )
+        dead_letters = DeadLetterSink(
+            io.producer, kafka.dead_letter_topic, group=group, timeout_s=kafka.produce_timeout_s
+        )
+        labelling = None
+        if settings.models.enabled:
+            labelling = _labelling(settings, store, io.producer, metrics, registry, fold.map)
         updater = StateUpdater(
             store,
             decoder,
@@ -70,28 +52,16 @@ async def run_state_consumer(
             dead_letters,
             metrics,
             max_conflict_retries=settings.consumer.max_conflict_retries,
-            labelling=_labelling(settings, store, producer, metrics, registry, fold.map)
-            if settings.models.enabled
-            else None,
+            labelling=labelling,
         )
-        backoff = Backoff(
-            settings.consumer.retry_backoff_initial_s, settings.consumer.retry_backoff_max_s
-        )
-        runner = BatchRunner(consumer, updater, metrics, max_batch=kafka.max_batch, backoff=backoff)
-        consumer.subscribe([kafka.events_topic], listener=runner.listener())
-        await consumer.start()
         logger.info(
-            "state consumer started: topic %s, group %s, journey map %s",
+            "state consumer starting: topic %s, group %s, journey map %s",
             kafka.events_topic,
-            kafka.consumer_group,
+            group,
             fold.map.name,
         )
-        await runner.run(stop)
-    finally:
-        await consumer.stop()
-        await producer.stop()
-        await redis.aclose()
-        logger.info("state consumer stopped")
+        await run_handler(settings, io.consumer, updater, metrics, kafka.events_topic, stop)
+    logger.info("state consumer stopped")
 
 
 def _labelling(

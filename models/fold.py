@@ -64,6 +64,11 @@ def event_digest(event_id: str) -> str:
     return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
 
 
+def last_digest(state: JourneyState) -> str:
+    """The digest of the event last applied to `state`: the tail of its dedup window."""
+    return state.seen[-DIGEST_WIDTH:]
+
+
 class Fold:
     """Applies events to journey states under one journey map and set of limits."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
-from models.features import feature_vector, features, from_vector
+from models.features import feature_vector, from_vector
 from models.learners import OnlineModel
 from models.linear import LinearScorer, compile_pipeline
 from models.state import JourneyState
@@ -26,6 +26,11 @@ class Point(NamedTuple):
     at: int
 
 
+def point(state: JourneyState, now_ms: int) -> Point:
+    """`state` with its features at `now_ms`, ready to score or explain."""
+    return Point(state, feature_vector(state, now_ms), now_ms)
+
+
 class Predictor:
     """Scores journeys with one `TrainingState`; build one per snapshot served."""
 
@@ -33,10 +38,6 @@ class Predictor:
         self.training = training
         self._abandonment = _compiled(training.abandonment)
         self._next_stage = _compiled(training.next_stage)
-
-    def score(self, state: JourneyState, now_ms: int) -> dict[str, Any]:
-        """Scores at `now_ms` for a journey as of `now_ms`."""
-        return self.score_many([Point(state, feature_vector(state, now_ms), now_ms)])[0]
 
     def score_many(self, points: Sequence[Point]) -> list[dict[str, Any]]:
         """Scores per point; abandonment only while the cart holds items.
@@ -82,32 +83,13 @@ def _compiled(model: OnlineModel[Any]) -> LinearScorer | None:
     return compile_pipeline(model.pipeline) if model.warm else None
 
 
-def predict(training: TrainingState, state: JourneyState, now_ms: int) -> dict[str, Any]:
-    """Scores at `now_ms` with River itself (the reference `Predictor` must agree with)."""
-    x = features(state, now_ms)
-    abandonment = None
-    if state.cart.items:
-        model = training.abandonment
-        risk = model.predict_proba_one(x, stage=state.stage).get(True, 0.0)
-        abandonment = {"risk": round(risk, 6), "model_version": model.version}
-    stage_model = training.next_stage
-    probabilities = stage_model.predict_proba_one(x, stage=state.stage)
-    return {
-        "at": now_ms,
-        "abandonment": abandonment,
-        "next_stage": {
-            "probabilities": {str(k): round(v, 6) for k, v in probabilities.items()},
-            "model_version": stage_model.version,
-        },
-    }
-
-
 def explain(
-    training: TrainingState, state: JourneyState, now_ms: int, *, top: int = 5
+    training: TrainingState, point: Point, *, top: int = 5
 ) -> dict[str, list[tuple[str, float]]]:
     """Per model, the feature terms that drove its score most (empty for a fallback)."""
-    x = features(state, now_ms)
-    drivers = {"next_stage": training.next_stage.explain(x, stage=state.stage, top=top)}
-    if state.cart.items:
-        drivers["abandonment"] = training.abandonment.explain(x, stage=state.stage, top=top)
+    stage = point.state.stage
+    x = from_vector(point.x, stage)
+    drivers = {"next_stage": training.next_stage.explain(x, stage=stage, top=top)}
+    if point.state.cart.items:
+        drivers["abandonment"] = training.abandonment.explain(x, stage=stage, top=top)
     return drivers

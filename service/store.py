@@ -16,7 +16,7 @@ partition's watermark (newest event time applied) is a field of `<prefix>:waterm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from redis.asyncio import Connection, ConnectionPool, Redis
@@ -28,28 +28,38 @@ from redis.utils import HIREDIS_AVAILABLE
 from models.state import JourneyState, decode_state
 from service.errors import ConfigurationError, StoreUnavailable
 
-_SAVE: Final = """
+_PUT: Final = """
 local ttl = ARGV[1]
+local function put(key, value)
+  if ttl ~= '0' then
+    redis.call('SET', key, value, 'PX', ttl)
+  else
+    redis.call('SET', key, value)
+  end
+end
+"""
+"""Both save scripts: ARGV[1] is the TTL in ms ('0': none), and `put` writes a key with it."""
+
+_SAVE: Final = (
+    _PUT
+    + """
 local conflicts = {}
 for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
   local rev = current and string.match(current, '^(%d+) ') or '0'
   if rev == ARGV[2 * i] then
-    local value = (tonumber(rev) + 1) .. ' ' .. ARGV[2 * i + 1]
-    if ttl ~= '0' then
-      redis.call('SET', key, value, 'PX', ttl)
-    else
-      redis.call('SET', key, value)
-    end
+    put(key, (tonumber(rev) + 1) .. ' ' .. ARGV[2 * i + 1])
   else
     conflicts[#conflicts + 1] = i - 1
   end
 end
 return conflicts
 """
+)
 
-_SAVE_WITH_LABELS: Final = """
-local ttl = ARGV[1]
+_SAVE_WITH_LABELS: Final = (
+    _PUT
+    + """
 local conflicts = {}
 local n = (#KEYS) / 3
 for i = 1, n do
@@ -65,21 +75,12 @@ for i = 1, n do
       state = string.sub(current, #rev + 2)
     end
     if state ~= '' then
-      local value = (tonumber(rev) + 1) .. ' ' .. state
-      if ttl ~= '0' then
-        redis.call('SET', key, value, 'PX', ttl)
-      else
-        redis.call('SET', key, value)
-      end
+      put(key, (tonumber(rev) + 1) .. ' ' .. state)
     end
     if book == '' then
       redis.call('DEL', book_key)
     elseif book ~= '-' then
-      if ttl ~= '0' then
-        redis.call('SET', book_key, book, 'PX', ttl)
-      else
-        redis.call('SET', book_key, book)
-      end
+      put(book_key, book)
     end
     if due == '' then
       redis.call('ZREM', due_key, member)
@@ -90,6 +91,7 @@ for i = 1, n do
 end
 return conflicts
 """
+)
 
 _ADVANCE: Final = """
 local out = {}
@@ -235,13 +237,16 @@ class JourneyStore:
             raise StoreUnavailable(f"advancing watermarks: {exc}") from exc
         return {p: int(v) for p, v in zip(proposed, result, strict=True)}
 
-    async def watermark(self, partition: int) -> int | None:
-        """The newest event time applied on `partition`, if any."""
+    async def watermarks(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The newest event time applied on each of `partitions` that has one, in one call."""
+        wanted = list(partitions)
+        if not wanted:
+            return {}
         try:
-            raw = await self._redis.hget(self.watermarks_key, str(partition))
+            raw = await self._redis.hmget(self.watermarks_key, [str(p) for p in wanted])
         except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"reading a watermark: {exc}") from exc
-        return int(raw) if raw is not None else None
+            raise StoreUnavailable(f"reading watermarks: {exc}") from exc
+        return {p: int(v) for p, v in zip(wanted, raw, strict=True) if v is not None}
 
     async def due(self, partition: int, before_ms: int, limit: int) -> list[str]:
         """Customers on `partition` with a label deadline before `before_ms`, earliest first."""

@@ -818,3 +818,15 @@ def test_property_events_applied_counts_distinct_ids_with_retries(
     assert sum(state.events_applied for state in states.values()) == len(
         {e.event_id for e in events}
     )
+
+
+def test_last_digest_is_the_digest_of_the_event_applied_last() -> None:
+    from models.fold import Fold, event_digest, last_digest
+    from models.journeymap import load_journey_map
+    from tests.support import journey_stream
+
+    fold = Fold(load_journey_map("retail"))
+    state = None
+    for raw in journey_stream(customers=1, events=300):
+        state = fold.apply(state, Event.model_validate(raw))
+        assert last_digest(state) == event_digest(raw["event_id"])

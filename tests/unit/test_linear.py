@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
 from models.events import Event
-from models.features import BASE_FEATURES, feature_vector, from_vector
+from models.features import BASE_FEATURES, feature_vector, features, from_vector
 from models.fold import Fold
 from models.journeymap import load_journey_map
 from models.learners import abandonment_model, next_stage_model
 from models.linear import compile_pipeline
-from models.predictions import Point, Predictor, predict
+from models.predictions import Point, Predictor
 from models.state import JourneyState
-from models.training import new_training_state
+from models.training import TrainingState, new_training_state
 from tests.support import STAGES, journey_stream, synthetic_samples
 
 
@@ -80,3 +81,23 @@ def test_predictor_batch_scores_equal_river_scores_cold_and_warm() -> None:
 
         assert batch == reference
     assert any(score["abandonment"] for score in reference)
+
+
+def predict(training: TrainingState, state: JourneyState, now_ms: int) -> dict[str, Any]:
+    """Scores at `now_ms` through River itself: the reference `Predictor` must agree with."""
+    x = features(state, now_ms)
+    abandonment = None
+    if state.cart.items:
+        model = training.abandonment
+        risk = model.predict_proba_one(x, stage=state.stage).get(True, 0.0)
+        abandonment = {"risk": round(risk, 6), "model_version": model.version}
+    stage_model = training.next_stage
+    probabilities = stage_model.predict_proba_one(x, stage=state.stage)
+    return {
+        "at": now_ms,
+        "abandonment": abandonment,
+        "next_stage": {
+            "probabilities": {str(k): round(v, 6) for k, v in probabilities.items()},
+            "model_version": stage_model.version,
+        },
+    }

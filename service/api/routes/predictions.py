@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 
-from models.predictions import explain
+from models.predictions import explain, point
 from service.api.deps import Context
 from service.api.schemas import (
     AbandonmentPublic,
@@ -39,13 +39,12 @@ async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsP
     if state is None:
         raise HTTPException(404, f"no journey for customer {customer_id!r}")
     await ctx.scorer.refresh()
-    now_ms = state.last_event_at
-    for partition in state.offsets:
-        watermark = await ctx.store.watermark(int(partition))
-        now_ms = max(now_ms, watermark or 0)
+    watermarks = await ctx.store.watermarks(int(p) for p in state.offsets)
+    now_ms = max([state.last_event_at, *watermarks.values()])
     predictor = ctx.scorer.predictor
-    scores = predictor.score(state, now_ms)
-    drivers = explain(predictor.training, state, now_ms)
+    at_now = point(state, now_ms)
+    scores = predictor.score_many([at_now])[0]
+    drivers = explain(predictor.training, at_now)
     return PredictionsPublic(
         customer_id=customer_id,
         as_of=datetime.fromtimestamp(now_ms / 1000, UTC),

@@ -1,0 +1,78 @@
+"""What every worker process sets up alike: topics, Redis, a producer and a group consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from redis.asyncio import Redis
+
+from consumers.runner import Backoff, BatchRunner, Handler
+from service.bus import ensure_parcours_topics, make_consumer, make_producer
+from service.errors import BusUnavailable
+from service.metrics import RunnerMetrics
+from service.settings import Settings
+from service.store import connect_redis
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIO:
+    redis: Redis
+    producer: AIOKafkaProducer
+    consumer: AIOKafkaConsumer
+
+
+@contextlib.asynccontextmanager
+async def worker_io(
+    settings: Settings, *, group: str, max_redis_connections: int
+) -> AsyncIterator[WorkerIO]:
+    """Connected clients for one worker, closed on exit; Kafka down at start: `BusUnavailable`."""
+    kafka = settings.kafka
+    try:
+        if kafka.create_topics:
+            await ensure_parcours_topics(settings)
+    except (KafkaError, OSError) as exc:
+        raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
+    redis = connect_redis(
+        settings.redis.url,
+        socket_timeout_s=settings.redis.socket_timeout_s,
+        max_connections=max_redis_connections,
+    )
+    producer = make_producer(kafka)
+    consumer = make_consumer(kafka, group_id=group)
+    try:
+        await producer.start()
+    except (KafkaError, OSError) as exc:
+        await producer.stop()
+        await redis.aclose()
+        raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
+    try:
+        yield WorkerIO(redis, producer, consumer)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await redis.aclose()
+
+
+async def run_handler(
+    settings: Settings,
+    consumer: AIOKafkaConsumer,
+    handler: Handler,
+    metrics: RunnerMetrics,
+    topic: str,
+    stop: asyncio.Event,
+) -> None:
+    """Subscribe `consumer` to `topic` and feed `handler` batches until `stop` is set."""
+    backoff = Backoff(
+        settings.consumer.retry_backoff_initial_s, settings.consumer.retry_backoff_max_s
+    )
+    runner = BatchRunner(
+        consumer, handler, metrics, max_batch=settings.kafka.max_batch, backoff=backoff
+    )
+    consumer.subscribe([topic], listener=runner.listener())
+    await consumer.start()
+    await runner.run(stop)
