@@ -1,10 +1,11 @@
 """Linear models as arrays, to score a whole batch of journeys in one matrix product.
 
 River learns one sample at a time with dictionaries, which is right for learning and slow for
-serving: a softmax prediction walks a dictionary per class (~85 µs). A served snapshot does
-not change, so its scaler statistics and weights can be frozen into arrays once per snapshot
-and a consumer batch scored at about a microsecond per journey. The result equals River's
-`predict_proba_one` up to float rounding (checked in tests); anything not of the shape
+serving: a softmax prediction walks a dictionary per class. A served snapshot does not
+change, so its scaler statistics and weights can be frozen into arrays once per snapshot and
+a consumer batch scored in one matrix product (`bench/scoring_cost.py` measures both). The
+result equals River's `predict_proba_one` up to float rounding (checked in tests); anything
+not of the shape
 `standardized base features + raw stage one-hot | LogisticRegression or SoftmaxRegression`
 is not compiled and keeps being scored by River.
 """
