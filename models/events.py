@@ -40,6 +40,8 @@ CANONICAL_TYPES: Final[tuple[str, ...]] = (
     "support_contact",
     "app_open",
     "store_visit",
+    "recommendation_view",
+    "recommendation_click",
 )
 """Event types every journey map understands; a map may add its own."""
 
@@ -47,6 +49,9 @@ PRODUCT_TYPES: Final[frozenset[str]] = frozenset(
     {"product_view", "add_to_cart", "remove_from_cart"}
 )
 """Types that make no sense without `properties.product_id`."""
+
+FEEDBACK_TYPES: Final[frozenset[str]] = frozenset({"recommendation_view", "recommendation_click"})
+"""A storefront reporting a served recommendation back; needs `properties.recommendation_id`."""
 
 TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
 MAX_EXTRA_KEYS: Final = 32
@@ -84,6 +89,9 @@ class EventProperties(BaseModel):
     order_id: Identifier | None = None
     url: str | None = Field(default=None, max_length=2048)
     dwell_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    recommendation_id: Identifier | None = Field(
+        default=None, description="The `id` of a served recommendation (feedback events)."
+    )
 
 
 class Event(BaseModel):
@@ -117,7 +125,8 @@ class Event(BaseModel):
     type: str = Field(
         pattern=TYPE_PATTERN,
         description="A canonical type or one the journey map adds. "
-        "product_view, add_to_cart and remove_from_cart need properties.product_id.",
+        "product_view, add_to_cart and remove_from_cart need properties.product_id; "
+        "recommendation_view and recommendation_click need properties.recommendation_id.",
     )
     channel: Channel
     timestamp: AwareDatetime = Field(description="Event time, RFC 3339 with an offset.")
@@ -214,6 +223,11 @@ class EventDecoder:
             msg = f"required for {event.type}"
             raise InvalidEvent(
                 "invalid_event", [_err([*loc, "properties", "product_id"], msg, "missing")]
+            )
+        if props.recommendation_id is None and event.type in FEEDBACK_TYPES:
+            msg = f"required for {event.type}"
+            raise InvalidEvent(
+                "invalid_event", [_err([*loc, "properties", "recommendation_id"], msg, "missing")]
             )
         extra = props.__pydantic_extra__
         if extra:

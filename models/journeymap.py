@@ -8,10 +8,11 @@ it applies exactly in the listed stages, which is how a map expresses loops back
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
 import yaml
@@ -44,6 +45,8 @@ _OPERATORS: Final[dict[str, Callable[[float, float], bool]]] = {
     "lte": operator.le,
 }
 BUILTIN_MAPS: Final = ("retail", "b2b")
+EXIT: Final = "exit"
+"""The pseudo-stage of a customer predicted to leave (no transition within the horizon)."""
 
 Name = Annotated[str, Field(pattern=TYPE_PATTERN)]
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
@@ -59,6 +62,16 @@ class _RuleSpec(BaseModel):
     where: dict[str, dict[Op, float]] = Field(default_factory=dict)
 
 
+class _ActionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Name
+    next: Name | None = None
+    action: Name
+    description: str = Field(default="", max_length=500)
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
 class _MapSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +81,7 @@ class _MapSpec(BaseModel):
     event_types: list[Name] = Field(default_factory=list)
     session_timeout_minutes: int = Field(default=30, ge=1, le=1440)
     rules: list[_RuleSpec] = Field(min_length=1)
+    actions: list[_ActionSpec] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,17 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class StageAction:
+    """The next best action for customers in `stage` (predicted to move to `next`, if set)."""
+
+    stage: str
+    next: str | None
+    action: str
+    description: str = ""
+    params: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class JourneyMap:
     """A validated map; `next_stage` is the only question the fold asks it."""
 
@@ -103,6 +128,7 @@ class JourneyMap:
     session_timeout_ms: int
     rules: tuple[Rule, ...]
     description: str = ""
+    actions: tuple[StageAction, ...] = ()
     _positions: dict[str, int] = field(init=False, repr=False, compare=False)
     _by_type: dict[str, tuple[tuple[Rule, int], ...]] = field(init=False, repr=False, compare=False)
     _conditional: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -123,6 +149,18 @@ class JourneyMap:
     @property
     def initial_stage(self) -> str:
         return self.stages[0]
+
+    def action_for(self, stage: str, predicted_next: str | None) -> StageAction | None:
+        """The first action declared for `stage` and `predicted_next`, else for `stage` alone."""
+        fallback = None
+        for action in self.actions:
+            if action.stage != stage:
+                continue
+            if action.next is None:
+                fallback = fallback or action
+            elif action.next == predicted_next:
+                return action
+        return fallback
 
     def has_conditions(self, event_type: str) -> bool:
         """Whether any rule for this event type has `where` conditions (needs measures)."""
@@ -204,6 +242,8 @@ def _semantic_problems(spec: _MapSpec) -> Iterable[tuple[list[Any], str]]:
     stages = set(spec.stages)
     if len(stages) != len(spec.stages):
         yield ["stages"], "stage names must be unique"
+    if EXIT in stages:
+        yield ["stages"], f"{EXIT!r} is reserved for customers who leave; rename the stage"
     for i, custom in enumerate(spec.event_types):
         if custom in CANONICAL_TYPES:
             yield ["event_types", i], f"{custom!r} is already a canonical type; remove it"
@@ -226,6 +266,17 @@ def _semantic_problems(spec: _MapSpec) -> Iterable[tuple[list[Any], str]]:
                     ["rules", r, "where", metric],
                     "needs at least one of eq, ne, gt, gte, lt, lte",
                 )
+    seen: set[tuple[str, str | None]] = set()
+    for a, action in enumerate(spec.actions):
+        if action.stage not in stages:
+            msg = f"unknown stage {action.stage!r}; stages are {spec.stages}"
+            yield ["actions", a, "stage"], msg
+        if action.next is not None and action.next not in stages | {EXIT}:
+            msg = f"unknown stage {action.next!r}; stages are {spec.stages} or {EXIT!r}"
+            yield ["actions", a, "next"], msg
+        if (action.stage, action.next) in seen:
+            yield ["actions", a], "another action is declared for this stage and next stage"
+        seen.add((action.stage, action.next))
 
 
 def _build(spec: _MapSpec) -> JourneyMap:
@@ -250,6 +301,10 @@ def _build(spec: _MapSpec) -> JourneyMap:
         event_types=frozenset(CANONICAL_TYPES) | frozenset(spec.event_types),
         session_timeout_ms=spec.session_timeout_minutes * 60_000,
         rules=rules,
+        actions=tuple(
+            StageAction(a.stage, a.next, a.action, a.description, MappingProxyType(a.params))
+            for a in spec.actions
+        ),
     )
 
 

@@ -27,11 +27,11 @@ from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
+from models.journeymap import EXIT
 from models.state import JourneyState
 
 NEXT_STAGE: Final = "next_stage"
 ABANDONMENT: Final = "abandonment"
-EXIT: Final = "exit"
 CART_ACTIVITY: Final = frozenset(
     {"add_to_cart", "remove_from_cart", "checkout_started", "purchase"}
 )

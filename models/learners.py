@@ -58,8 +58,6 @@ PipelineFactory = Callable[[float, float], Any]
 """(learning_rate, l2) -> a fresh River classifier (usually a pipeline)."""
 
 FALLBACK_VERSION: Final = "fallback"
-EXIT: Final = "exit"
-"""The next-stage label of a journey that ended (no further event within the horizon)."""
 
 
 class Fallback(Protocol[L]):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.features import BASE_FEATURES, from_vector
-from models.labels import ABANDONMENT, EXIT, Sample
+from models.journeymap import EXIT
+from models.labels import ABANDONMENT, Sample
 from models.learners import OnlineModel, abandonment_model, next_stage_model
 
 

@@ -207,6 +207,25 @@ def test_decode_product_type_without_product_id_names_property(
     assert locs(exc) == [["properties", "product_id"]]
 
 
+@pytest.mark.parametrize("event_type", ["recommendation_view", "recommendation_click"])
+def test_decode_feedback_without_recommendation_id_names_property(
+    decoder: EventDecoder, event_type: str
+) -> None:
+    exc = rejection(decoder, raw(payload(type=event_type, properties={"product_id": "p"})))
+
+    assert exc.reason == "invalid_event"
+    assert locs(exc) == [["properties", "recommendation_id"]]
+
+
+def test_decode_feedback_keeps_recommendation_id(decoder: EventDecoder) -> None:
+    rec = "accessory:r-1:2"
+    event = decoder.decode(
+        raw(payload(type="recommendation_click", properties={"recommendation_id": rec})), NOW_MS
+    )
+
+    assert event.properties.recommendation_id == rec
+
+
 def test_decode_non_product_type_without_product_id_accepted(decoder: EventDecoder) -> None:
     event = decoder.decode(raw(payload(type="purchase", properties={"price": 10})), NOW_MS)
 

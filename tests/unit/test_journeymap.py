@@ -387,3 +387,61 @@ def test_load_journey_map_non_utf8_file_raises_journey_map_error(tmp_path: Path)
         load_journey_map(path)
 
     assert str(path) in str(info.value)
+
+
+# --- next best actions ---------------------------------------------------------------------
+
+ACTIONS = """
+actions:
+  - stage: cart
+    action: free_shipping
+    params: {min_value: 50}
+  - stage: cart
+    next: exit
+    action: discount_code
+  - stage: browse
+    action: guides
+"""
+
+
+def test_action_for_prefers_the_entry_for_the_predicted_next_stage() -> None:
+    journey_map = parse_journey_map(SHOP + ACTIONS, "shop.yaml")
+
+    assert journey_map.action_for("cart", "exit").action == "discount_code"  # type: ignore[union-attr]
+    fallback = journey_map.action_for("cart", "bought")
+    assert fallback is not None and fallback.action == "free_shipping"
+    assert dict(fallback.params) == {"min_value": 50}
+    assert journey_map.action_for("cart", None) == fallback
+    assert journey_map.action_for("bought", None) is None
+
+
+@pytest.mark.parametrize("name", ["retail", "b2b"])
+def test_builtin_maps_declare_an_action_for_every_stage(name: str) -> None:
+    journey_map = load_journey_map(name)
+
+    assert all(journey_map.action_for(stage, None) for stage in journey_map.stages)
+
+
+def test_parse_journey_map_action_for_unknown_stage_reports_line_and_key() -> None:
+    message = map_error(SHOP + ACTIONS.replace("stage: browse", "stage: basket"))
+
+    assert "shop.yaml:20: actions[2].stage: unknown stage 'basket'" in message
+
+
+def test_parse_journey_map_action_next_may_be_exit_but_not_unknown() -> None:
+    message = map_error(SHOP + ACTIONS.replace("next: exit", "next: gone"))
+
+    assert "actions[1].next: unknown stage 'gone'" in message
+    assert "or 'exit'" in message
+
+
+def test_parse_journey_map_duplicate_action_for_a_stage_rejected() -> None:
+    message = map_error(SHOP + ACTIONS.replace("stage: browse", "stage: cart"))
+
+    assert "actions[2]: another action is declared for this stage and next stage" in message
+
+
+def test_parse_journey_map_exit_is_a_reserved_stage_name() -> None:
+    message = map_error(SHOP.replace("  - bought\n", "  - bought\n  - exit\n"))
+
+    assert "stages: 'exit' is reserved" in message

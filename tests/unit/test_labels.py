@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from models.events import Event
 from models.fold import Fold, event_digest
+from models.journeymap import EXIT
 from models.labels import (
     ABANDONMENT,
     CART_ACTIVITY,
-    EXIT,
     NEXT_STAGE,
     Kind,
     Label,

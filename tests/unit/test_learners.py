@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from models.journeymap import EXIT
 from models.learners import (
-    EXIT,
     FALLBACK_VERSION,
     PIPELINES,
     MarkovChain,
