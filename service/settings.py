@@ -130,6 +130,48 @@ class ModelSettings(_Group):
     )
 
 
+class RecommendSettings(_Group):
+    catalog_enabled: bool = Field(
+        default=True, description="consumers learn co-occurrence and trending from events"
+    )
+    cooccurrence_half_life_days: float = Field(
+        default=30, gt=0, description="a pair bought together this long ago counts half"
+    )
+    trending_half_life_hours: float = Field(
+        default=24, gt=0, description="a view, cart or purchase this long ago counts half"
+    )
+    neighbours_kept: int = Field(
+        default=50, ge=1, le=1000, description="co-occurrence neighbours kept per product (top K)"
+    )
+    trending_kept: int = Field(
+        default=500, ge=1, description="products kept per trending list (overall, per category)"
+    )
+    max_basket: int = Field(default=50, ge=2, description="products of one basket that count")
+    min_support: float = Field(
+        default=2.0, ge=0, description="decayed baskets a pair needs before it is suggested"
+    )
+    max_seeds: int = Field(
+        default=5, ge=1, le=50, description="viewed, carted and bought products used as seeds"
+    )
+    neighbours_per_seed: int = Field(
+        default=20, ge=1, le=1000, description="candidates read per seed product"
+    )
+    bought_window_days: float = Field(
+        default=30, ge=0, description="a product bought this recently is not suggested again"
+    )
+    risk_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="abandonment risk that triggers a cart reminder"
+    )
+    idle_cart_minutes: float = Field(
+        default=30, gt=0, description="a cart untouched this long gets a reminder at any risk"
+    )
+    default_limit: int = Field(default=10, ge=1, le=100)
+    max_limit: int = Field(default=50, ge=1, le=100)
+    max_batch: int = Field(
+        default=100, ge=1, le=1000, description="customers per batch recommendation request"
+    )
+
+
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -152,6 +194,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     models: ModelSettings = ModelSettings()
+    recommend: RecommendSettings = RecommendSettings()
     log: LogSettings = LogSettings()
 
 

@@ -407,9 +407,12 @@ actions:
 def test_action_for_prefers_the_entry_for_the_predicted_next_stage() -> None:
     journey_map = parse_journey_map(SHOP + ACTIONS, "shop.yaml")
 
-    assert journey_map.action_for("cart", "exit").action == "discount_code"  # type: ignore[union-attr]
+    leaving = journey_map.action_for("cart", "exit")
     fallback = journey_map.action_for("cart", "bought")
-    assert fallback is not None and fallback.action == "free_shipping"
+    assert leaving is not None
+    assert leaving.action == "discount_code"
+    assert fallback is not None
+    assert fallback.action == "free_shipping"
     assert dict(fallback.params) == {"min_value": 50}
     assert journey_map.action_for("cart", None) == fallback
     assert journey_map.action_for("bought", None) is None
