@@ -25,10 +25,11 @@ from aiokafka.structs import ConsumerRecord
 from consumers.deadletter import DeadLetter, DeadLetterSink
 from consumers.labelling import Labelling
 from models.errors import InvalidEvent
-from models.events import Event, EventDecoder
+from models.events import FEEDBACK_TYPES, Event, EventDecoder
 from models.fold import Fold, Position, last_digest
 from models.labels import LabelBook, Sample
 from models.predictions import Point
+from models.recommend import action_type_of
 from models.state import JourneyState, decode_state, encode_state
 from service.errors import WriteConflict
 from service.metrics import ConsumerMetrics
@@ -210,6 +211,8 @@ class StateUpdater:
             duplicates += result.duplicates
             for event, record in result.applied:
                 applied_types[event.type] = applied_types.get(event.type, 0) + 1
+                if event.type in FEEDBACK_TYPES:
+                    _count_feedback(metrics, event)
                 if record.timestamp < oldest.get(record.partition, record.timestamp + 1):
                     oldest[record.partition] = record.timestamp
         for timestamp in oldest.values():  # one sample per partition per batch: its worst case
@@ -222,6 +225,12 @@ class StateUpdater:
             metrics.deduplicated.labels("duplicate_event_id").inc(duplicates)
         for reason, count in Counter(letter.reason for letter in letters).items():
             metrics.dead_lettered.labels(reason).inc(count)
+
+
+def _count_feedback(metrics: ConsumerMetrics, event: Event) -> None:
+    rec_id = event.properties.recommendation_id or ""
+    kind = event.type.removeprefix("recommendation_")
+    metrics.recommendation_feedback.labels(action_type_of(rec_id), kind).inc()
 
 
 def _newest(folded: Iterable[_Folded]) -> dict[int, int]:
