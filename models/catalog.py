@@ -130,5 +130,5 @@ class Catalog:
         if update.added:
             self.cooccurrence.learn_addition(update.added, update.existing, at)
         for item, category, weight in update.trending:
-            self.trending.learn(item, category, weight, at)
+            self.trending.learn(item, category or None, weight, at)  # "": no category
         self.clock = at if self.clock is None else max(self.clock, at)

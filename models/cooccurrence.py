@@ -120,12 +120,9 @@ class CoOccurrence:
         >>> model.neighbours("pasta", at_ms=0)
         [('sauce', 1.0)]
         """
-        new = list(dict.fromkeys(added))[: self._max_basket]
+        new, old = split_addition(added, existing, self._max_basket)
         if not new:
             return
-        fresh = set(new)
-        old = [b for b in dict.fromkeys(existing) if b not in fresh]
-        del old[self._max_basket - len(new) :]
         if not old:
             self._bump(self._baskets, at_ms)
         basket = new + old
@@ -225,3 +222,19 @@ class CoOccurrence:
             else:
                 scores[other] = (pair / n_a) * (total / n_b)
         return scores
+
+
+def split_addition(
+    added: Sequence[str], existing: Sequence[str], max_basket: int
+) -> tuple[list[str], list[str]]:
+    """`learn_addition`'s basket: distinct added items, then distinct existing ones not added,
+    cut to `max_basket` items in all.
+
+    >>> split_addition(["a", "a", "b"], ["b", "c", "d"], max_basket=3)
+    (['a', 'b'], ['c'])
+    """
+    new = list(dict.fromkeys(added))[:max_basket]
+    fresh = set(new)
+    old = [b for b in dict.fromkeys(existing) if b not in fresh]
+    del old[max_basket - len(new) :]
+    return new, old
