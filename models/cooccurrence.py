@@ -109,10 +109,10 @@ class CoOccurrence:
         Each added item `a` gets `n(a) += 1` and `c(a, x) += 1` for every other `x` in the
         basket; each existing item `b` gets `c(b, a) += 1` but keeps `n(b)`. Building a basket
         one item at a time therefore counts it as `learn_basket` of the whole basket would
-        (at one event time; later additions count their pairs at their own time). An item
-        arriving with `existing` empty starts a basket. An existing item that was never
-        counted has no row to add to and is skipped, so no pair outweighs its item's count
-        at the time it was counted.
+        (at one event time). An item arriving with `existing` empty starts a basket. An
+        existing item never counted has no row and gets no pair (nothing to normalise it by).
+        A pair counted after its item (added later to the cart) has decayed less than the
+        item's count, so its cosine can exceed 1 by the decay between the two additions.
 
         >>> model = CoOccurrence(half_life_ms=86_400_000, min_support=1.0)
         >>> model.learn_addition(["pasta"], [], at_ms=0)

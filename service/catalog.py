@@ -86,7 +86,10 @@ class CatalogView:
 
 
 class CatalogStore:
-    """Learns catalog updates exactly once and reads recommendations in one round trip."""
+    """Learns catalog updates exactly once and reads recommendations in one round trip.
+
+    Takes a client that returns bytes (`service.store.connect_redis`), like `JourneyStore`.
+    """
 
     def __init__(
         self,
@@ -106,9 +109,8 @@ class CatalogStore:
         self._redis = redis
         self._base = base = f"{prefix}:catalog:"
         self._keys = [f"{base}{name}" for name in ("fence", "clock", "n", "ref", "topref", "top")]
-        self._settings: list[str | int] = [
-            base, pair_half_life_ms, trending_half_life_ms or 0, top_k, top_n,
-        ]  # fmt: skip
+        self._half_lives = (pair_half_life_ms, trending_half_life_ms or 0)  # 0: no decay
+        self._limits = (top_k, top_n)
         self._max_basket = max_basket
         self._learn = redis.register_script(LEARN)
         self._read = redis.register_script(READ)
@@ -128,7 +130,8 @@ class CatalogStore:
         """
         if not updates:
             return 0
-        args: list[str | int | float] = [*self._settings, RENORMALISE_AFTER]
+        args: list[str | int | float] = [self._base, *self._half_lives, *self._limits]
+        args.append(RENORMALISE_AFTER)
         for update in updates:
             args += self._encode(update)
         try:
@@ -164,10 +167,9 @@ class CatalogStore:
 
     def _read_args(self, r: CatalogRead) -> list[str | int | float]:
         return [
-            r.journey_key, *self._keys[1:], *self._settings[:1], r.product_id or "",
-            r.category or "", r.max_seeds, r.per_seed, max(r.min_support, FORGOTTEN),
-            r.bought_window_ms, r.accessories, r.trending, *self._settings[1:3],
-            SCHEMA_VERSION, FORGOTTEN,
+            r.journey_key, *self._keys[1:], self._base, r.product_id or "", r.category or "",
+            r.max_seeds, r.per_seed, max(r.min_support, FORGOTTEN), r.bought_window_ms,
+            r.accessories, r.trending, *self._half_lives, SCHEMA_VERSION, FORGOTTEN,
         ]  # fmt: skip
 
     def _encode(self, update: CatalogUpdate) -> list[str | int | float]:
