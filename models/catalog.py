@@ -1,6 +1,6 @@
 """What an applied event teaches the catalog models, and the pure reference that learns it.
 
-`catalog_update` turns one event the fold applied (with the journey before and after it) into
+`catalog_update` turns one event the fold applies (with the cart as it was before) into
 a `CatalogUpdate`: the basket members it adds to co-occurrence and the popularity it adds to
 trending. A cart is one basket, counted exactly once however it is built: each product added
 joins the products already in the cart, and a purchase adds only what the cart did not hold.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from models.cooccurrence import CoOccurrence
 from models.events import Event
-from models.state import CartItem, JourneyState
+from models.state import CartItem
 from models.trending import EVENT_WEIGHTS, Trending
 
 Popularity = tuple[str, str | None, float]
@@ -39,8 +39,7 @@ class CatalogUpdate:
 
 
 def catalog_update(
-    before: JourneyState | None,
-    after: JourneyState,
+    cart: dict[str, CartItem],
     event: Event,
     partition: int,
     offset: int,
@@ -48,14 +47,15 @@ def catalog_update(
     weights: Mapping[str, float] = EVENT_WEIGHTS,
     max_basket: int = 50,
 ) -> CatalogUpdate | None:
-    """The catalog's lesson from `event`, which the fold applied to `before` giving `after`.
+    """The catalog's lesson from `event`, given the cart as it was just before the event.
 
-    `existing` lists the other products in the cart before, most recently added first, cut so
-    the basket holds at most `max_basket` items. None when the event teaches nothing.
+    Computed before the fold applies the event (the consumer folds in place) and kept only if
+    the fold applies it. `existing` lists the other products in the cart before, most recently
+    added first, cut so the basket holds at most `max_basket` items. None when the event
+    teaches nothing.
     """
     kind, props = event.type, event.properties
     product = props.product_id
-    cart = before.cart.items if before is not None else {}
     added: tuple[str, ...] = ()
     existing: tuple[str, ...] = ()
     if kind == "product_view":
@@ -63,8 +63,8 @@ def catalog_update(
     elif kind == "add_to_cart" and product is not None:
         if product not in cart:
             added, existing = (product,), _recent_first(cart, max_basket - 1)
-        carted = after.cart.items.get(product)
-        popular = [(product, carted.category if carted else props.category)]
+        carted = cart.get(product)
+        popular = [(product, props.category or (carted.category if carted else None))]
     elif kind == "purchase":
         if product is None:  # the whole cart was bought, and learned as it was built
             popular = [(item.product_id, item.category) for item in cart.values()]

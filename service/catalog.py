@@ -23,20 +23,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple, cast
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from models.catalog import CatalogUpdate
 from models.cooccurrence import FORGOTTEN, split_addition
+from models.recommend import Accessory
 from models.state import SCHEMA_VERSION
 from models.trending import RENORMALISE_AFTER
 from service.catalog_scripts import LEARN, READ
 from service.errors import StoreUnavailable
+from service.settings import RecommendSettings
 from service.store import REDIS_ERRORS
-
-SeedKind = Literal["viewed", "cart", "bought"]
 
 JOURNEY_FIELDS: Final = {
     "v": "schema version, a number",
@@ -65,15 +65,6 @@ class CatalogRead:
     trending: int = 10
 
 
-class Accessory(NamedTuple):
-    """A suggested item, its summed cosine score, and the seed that contributed most."""
-
-    item: str
-    score: float
-    seed: str
-    seed_kind: SeedKind
-
-
 @dataclass(frozen=True, slots=True)
 class CatalogView:
     """One read: the journey value as stored (`b"<rev> <json>"`), accessories, trending."""
@@ -83,6 +74,8 @@ class CatalogView:
     trending: tuple[tuple[str, float], ...]
     category: str | None
     category_trending: tuple[tuple[str, float], ...]
+    clock_ms: int = 0
+    """The newest event time the catalog learned: event-time "now" for the request."""
 
 
 class CatalogStore:
@@ -126,7 +119,9 @@ class CatalogStore:
 
         Fences are compared as stored when the call starts, then raised to the highest offset
         applied, so redelivered, replayed or zombie batches change nothing twice. Call it
-        before writing the journeys of the same batch.
+        before writing the journeys of the same batch. An update with nothing to learn (no
+        `added`, no `trending`) is a clock tick: it moves the clock and the fence, and is not
+        counted.
         """
         if not updates:
             return 0
@@ -184,19 +179,33 @@ class CatalogStore:
 
 
 def _view(reply: list[Any]) -> CatalogView:
-    journey, category, accessories, trending, in_category = reply
+    journey, category, accessories, trending, in_category, clock = reply
     flat = [v.decode() for v in accessories]
     return CatalogView(
         journey=journey,
         accessories=tuple(
-            Accessory(flat[i], float(flat[i + 1]), flat[i + 2], cast(SeedKind, flat[i + 3]))
+            Accessory(flat[i], float(flat[i + 1]), flat[i + 2], flat[i + 3])
             for i in range(0, len(flat), 4)
         ),
         trending=_scored(trending),
         category=category.decode() if category is not None else None,
         category_trending=_scored(in_category),
+        clock_ms=int(float(clock)),
     )
 
 
 def _scored(flat: list[bytes]) -> tuple[tuple[str, float], ...]:
     return tuple((flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2))
+
+
+def catalog_store(redis: Redis, prefix: str, settings: RecommendSettings) -> CatalogStore:
+    """The catalog store as the settings configure it (consumers and API alike)."""
+    return CatalogStore(
+        redis,
+        prefix=prefix,
+        pair_half_life_ms=int(settings.cooccurrence_half_life_days * DAY_MS),
+        trending_half_life_ms=int(settings.trending_half_life_hours * 3_600_000),
+        top_k=settings.neighbours_kept,
+        top_n=settings.trending_kept,
+        max_basket=settings.max_basket,
+    )

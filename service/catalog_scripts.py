@@ -150,7 +150,10 @@ while i <= #ARGV do
     fences[p] = tonumber(redis.call('HGET', FENCE, p) or '-1')  -- as stored at the start
   end
   local position = p .. ' ' .. o_s
-  if o > fences[p] and not done[position] then
+  if o > fences[p] and (newest == nil or at > newest) then
+    newest, newest_s = at, at_s  -- an update without lessons (a clock tick) only moves this
+  end
+  if o > fences[p] and not done[position] and (n_added > 0 or n_trending > 0) then
     done[position] = true
     applied = applied + 1
     if n_added > 0 then
@@ -163,9 +166,8 @@ while i <= #ARGV do
         popular(category, base .. 'top:' .. category, item, weight, at, at_s)
       end
     end
-    if highest[p] == nil or o > highest[p][1] then highest[p] = {o, o_s} end
-    if newest == nil or at > newest then newest, newest_s = at, at_s end
   end
+  if o > fences[p] and (highest[p] == nil or o > highest[p][1]) then highest[p] = {o, o_s} end
   i = t + 1 + 3 * n_trending
 end
 for p, top in pairs(highest) do redis.call('HSET', FENCE, p, top[2]) end
@@ -332,7 +334,7 @@ local in_category = {}
 if category ~= '' then in_category = trending(category, base .. 'top:' .. category) end
 return {
   raw or false, category ~= '' and category or false,
-  accessories, trending('', TOP), in_category,
+  accessories, trending('', TOP), in_category, num(clock),
 }
 """
 )

@@ -24,7 +24,7 @@ _SANE: Final = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == _HEADER and _SANE.match(value):
-            return value.decode()
+            return str(value.decode())
     return secrets.token_hex(8)
 
 

@@ -10,8 +10,9 @@ import orjson
 from redis.asyncio import Connection, ConnectionPool, Redis
 
 from models.catalog import CatalogUpdate
+from models.recommend import Accessory
 from models.state import SCHEMA_VERSION, encode_state
-from service.catalog import JOURNEY_FIELDS, Accessory, CatalogRead, CatalogStore, CatalogView
+from service.catalog import JOURNEY_FIELDS, CatalogRead, CatalogStore, CatalogView
 from tests.integration.catalog_fixtures import (
     DAY,
     T0,
@@ -37,7 +38,7 @@ def popularity(*scored: tuple[str, str | None, float]) -> list[CatalogUpdate]:
 
 
 def suggested(view: CatalogView) -> list[tuple[str, str, str]]:
-    return [(a.item, a.seed, a.seed_kind) for a in view.accessories]
+    return [(a.product_id, a.seed, a.seed_kind) for a in view.accessories]
 
 
 async def test_catalog_read_excludes_seeds_cart_and_recent_purchases_only(
@@ -91,7 +92,7 @@ async def test_catalog_read_credits_the_strongest_seed_and_sums_over_seeds(
     [view] = await store.read([CatalogRead(catalog.journey_key("c"), "a", min_support=0.5)])
 
     # both: 1/sqrt(1*3) from a plus 2/sqrt(3*3) from b; only-a: 1/sqrt(1*1); x: 1/sqrt(3*1)
-    assert [(a.item, round(a.score, 6), a.seed) for a in view.accessories] == [
+    assert [(a.product_id, round(a.score, 6), a.seed) for a in view.accessories] == [
         ("both", round(3**-0.5 + 2 / 3, 6), "b"),
         ("only-a", 1.0, "a"),
         ("x", round(3**-0.5, 6), "b"),
@@ -140,7 +141,7 @@ async def test_catalog_read_ids_with_any_characters_round_trip(catalog: Catalogs
 
     [view] = await store.read([request])
 
-    assert {(a.item, a.seed) for a in view.accessories} == {
+    assert {(a.product_id, a.seed) for a in view.accessories} == {
         (item, "漢字") for item in odd if item not in ("漢字", odd[5])
     }
     assert [item for item, _ in view.category_trending[:3]] == ["emoji 🛒", "top", "pairs:x"]

@@ -35,9 +35,9 @@ def run(
     state: JourneyState | None = None
     updates = []
     for offset, event in enumerate(events):
-        after = fold.apply(state, event)
-        updates.append(catalog_update(state, after, event, 0, offset, **options))
-        state = after
+        cart = state.cart.items if state is not None else {}
+        updates.append(catalog_update(cart, event, 0, offset, **options))
+        state = fold.apply(state, event)
     return state, updates
 
 
