@@ -201,9 +201,12 @@ local function best(key, n)
   if #flat > 2 * n and flat[2 * n] == flat[2 * n + 2] then
     flat = redis.call('ZREVRANGEBYSCORE', key, '+inf', flat[2 * n], 'WITHSCORES')
   end
-  local rows = {}
-  for j = 1, #flat, 2 do rows[#rows + 1] = {flat[j], tonumber(flat[j + 1])} end
-  table.sort(rows, ranked)
+  local rows, tied = {}, false
+  for j = 1, #flat, 2 do
+    rows[#rows + 1] = {flat[j], tonumber(flat[j + 1])}
+    tied = tied or (j > 1 and flat[j + 1] == flat[j - 1])
+  end
+  if tied then table.sort(rows, ranked) end  -- Redis lists ties by greater id first
   for j = #rows, n + 1, -1 do rows[j] = nil end
   return rows
 end
