@@ -112,16 +112,24 @@ class Catalog:
         self.clock: int | None = None
 
     def learn(self, updates: Sequence[CatalogUpdate]) -> int:
-        """Apply the updates not yet applied; returns how many were."""
+        """Apply the updates not yet applied; returns how many were.
+
+        An update with nothing to learn is a clock tick: above its fence it moves the clock
+        and the fence, and is not counted.
+        """
         fences = dict(self.fences)
         done: set[tuple[int, int]] = set()
         for update in updates:
             position = (update.partition, update.offset)
-            if update.offset <= self.fences.get(update.partition, -1) or position in done:
+            if update.offset <= self.fences.get(update.partition, -1):
+                continue
+            fences[update.partition] = max(fences.get(update.partition, -1), update.offset)
+            at = update.at_ms
+            self.clock = at if self.clock is None else max(self.clock, at)
+            if position in done or not (update.added or update.trending):
                 continue
             done.add(position)
             self._apply(update)
-            fences[update.partition] = max(fences.get(update.partition, -1), update.offset)
         self.fences = fences
         return len(done)
 
@@ -131,4 +139,3 @@ class Catalog:
             self.cooccurrence.learn_addition(update.added, update.existing, at)
         for item, category, weight in update.trending:
             self.trending.learn(item, category or None, weight, at)  # "": no category
-        self.clock = at if self.clock is None else max(self.clock, at)

@@ -150,6 +150,10 @@ class CoOccurrence:
             # keep the strongest; same order as every ranking here (ties: smaller id)
             row.pairs = dict(top_scored(pairs.items(), self._top_k))
 
+    def count(self, item: str, at_ms: int) -> float:
+        """`n(item)` at `at_ms`: the decayed number of baskets holding `item`."""
+        return self._decayed(item, at_ms, {})
+
     def neighbours(self, item: str, at_ms: int, n: int = 10) -> list[tuple[str, float]]:
         """The `n` items most often bought with `item`, by normalised score, best first."""
         return top_scored(self._scores(item, at_ms, {}).items(), n)

@@ -12,13 +12,16 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from models.catalog import Catalog, CatalogUpdate, catalog_update
+from models.cooccurrence import CoOccurrence
 from models.errors import InvalidEvent
 from models.events import EventDecoder
 from models.features import BASE_FEATURES
 from models.fold import Fold, Position
 from models.labels import ABANDONMENT, NEXT_STAGE, Sample
 from models.state import JourneyState, decode_state
-from service.settings import Settings
+from models.trending import Trending
+from service.settings import RecommendSettings, Settings
 from service.store import JourneyStore
 
 Record = Any  # aiokafka ConsumerRecord
@@ -87,6 +90,41 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+def expected_catalog(fold: Fold, records: Sequence[Record], settings: RecommendSettings) -> Catalog:
+    """The pure catalog learned from the log's valid events, each applied once, in offset order."""
+    decoder = EventDecoder(fold.map.event_types)
+    now_ms = int(time.time() * 1000)
+    day, hour = 86_400_000, 3_600_000
+    catalog = Catalog(
+        CoOccurrence(
+            half_life_ms=int(settings.cooccurrence_half_life_days * day),
+            top_k=settings.neighbours_kept,
+            max_basket=settings.max_basket,
+        ),
+        Trending(int(settings.trending_half_life_hours * hour), settings.trending_kept),
+    )
+    states: dict[str, JourneyState] = {}
+    lessons = []
+    for record in records:
+        try:
+            event = decoder.decode(record.value, now_ms)
+        except InvalidEvent:
+            continue
+        before = states.get(event.customer_id)
+        cart = before.cart.items if before is not None else {}
+        lesson = catalog_update(
+            cart, event, record.partition, record.offset, max_basket=settings.max_basket
+        )
+        position = Position(record.partition, record.offset)
+        after, skipped = fold.step(before, event, position)
+        states[event.customer_id] = after
+        if skipped is None:
+            tick = CatalogUpdate(record.partition, record.offset, event.timestamp_ms, (), (), ())
+            lessons.append(lesson or tick)
+    catalog.learn(lessons)
+    return catalog
 
 
 def expected_states(fold: Fold, records: Sequence[Record]) -> dict[str, JourneyState]:

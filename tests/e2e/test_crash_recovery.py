@@ -8,14 +8,18 @@ from pathlib import Path
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from service.bus import ensure_topics
+from service.catalog import CatalogRead, catalog_store
 from service.journey import build_fold
+from service.settings import Settings
 from service.store import connect_redis, journey_store
 from tests.conftest import make_settings
 from tests.e2e.conftest import Role
 from tests.support import (
     committed,
+    expected_catalog,
     expected_states,
     journey_stream,
     keyed,
@@ -32,6 +36,24 @@ pytestmark = pytest.mark.slow
 EVENTS = 50_000
 CUSTOMERS = 3_000
 PARTITIONS = 6
+
+
+async def _catalog_counts(
+    redis: Redis, settings: Settings
+) -> tuple[int, dict[str, float], dict[str, float]]:
+    """The stored catalog's clock, decayed basket count per product, and overall trending."""
+    store = catalog_store(redis, settings.redis.key_prefix, settings.recommend)
+    base = f"{settings.redis.key_prefix}:catalog:"
+    clock = int(await redis.get(base + "clock") or 0)
+    scaled: dict[bytes, bytes] = await redis.hgetall(base + "n")  # type: ignore[assignment]
+    refs: dict[bytes, bytes] = await redis.hgetall(base + "ref")  # type: ignore[assignment]
+    half_life = settings.recommend.cooccurrence_half_life_days * 86_400_000
+    counts = {
+        item.decode(): float(n) * 2 ** (-max(clock - int(refs[item]), 0) / half_life)
+        for item, n in scaled.items()
+    }
+    [view] = await store.read([CatalogRead(journey_key=base + "no-journey", trending=100)])
+    return clock, counts, dict(view.trending)
 
 
 def _stream_with_faults() -> tuple[list[tuple[bytes | None, bytes | None]], set[str], int]:
@@ -109,12 +131,23 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
     customers = sorted(expected)
     stored = await stored_states(store, customers)
+    catalog = await _catalog_counts(redis, settings)
     await redis.aclose()
     mismatched = [c for c in customers if stored[c] != expected[c]]
     assert not mismatched, (
         f"{len(mismatched)} journeys differ from the pure fold, e.g. {mismatched[:5]}"
     )
     assert sum(s.events_applied for s in stored.values() if s) == len(event_ids)
+
+    # the catalog learned every applied event once: basket counts and trending as the pure model
+    reference = expected_catalog(build_fold(settings.journey), records, settings.recommend)
+    clock, counts, trending = catalog
+    assert clock == reference.clock
+    assert counts == pytest.approx(
+        {item: reference.cooccurrence.count(item, clock) for item in counts}, rel=1e-9
+    )
+    assert len(counts) == 60  # every product of the stream was carted at some point
+    assert trending == pytest.approx(dict(reference.trending.top(clock, 100)), rel=1e-9)
 
     letters = await read_until_quiet(kafka_bootstrap, kafka.dead_letter_topic, PARTITIONS)
     positions = {

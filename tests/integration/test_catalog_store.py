@@ -193,3 +193,21 @@ async def test_catalog_pruning_keeps_tied_neighbours_with_smaller_ids(catalog: C
     assert (pairs, popular) == ([b"b", b"m"], [b"b", b"c"])
     assert reference.trending.top(T0, 10) == [("b", 1.0), ("c", 1.0)]
     assert reference.cooccurrence.neighbours("a", T0) == []  # b, m were never counted
+
+
+async def test_catalog_clock_tick_moves_clock_and_fence_but_teaches_nothing(
+    catalog: Catalogs,
+) -> None:
+    store, reference = catalog.pair()
+    lesson = CatalogUpdate(0, 5, T0, ("a",), (), (("a", None, 1.0),))
+    tick = CatalogUpdate(0, 9, T0 + HOUR, (), (), ())
+    late_lesson = CatalogUpdate(0, 7, T0 + 2 * HOUR, ("b",), ("a",), ())
+
+    assert await store.learn([lesson, tick]) == reference.learn([lesson, tick]) == 1
+    taught = await catalog.snapshot()
+    assert await store.learn([late_lesson]) == reference.learn([late_lesson]) == 0  # fenced
+
+    assert await catalog.snapshot() == taught
+    assert taught[f"{catalog.prefix}:catalog:clock".encode()] == str(T0 + HOUR).encode()
+    assert reference.clock == T0 + HOUR
+    assert reference.fences == {0: 9}
