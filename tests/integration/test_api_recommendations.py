@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -94,7 +95,9 @@ class Pipeline:
         )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
-        RecommendationsPublic.model_validate(body)  # the documented schema
+        RecommendationsPublic.model_validate(body)  # the documented schema, as a model
+        schema = (await self.api.client.get("/v1/schema/recommendations")).json()
+        jsonschema.validate(body, schema)  # and as the published JSON Schema
         return body
 
 

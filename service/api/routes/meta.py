@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.events import event_json_schema
 from service.api.deps import Context
+from service.api.recommendation_schemas import RecommendationsPublic
 from service.api.responses import OrjsonResponse
 from service.api.schemas import Health, Readiness
 from service.errors import BusUnavailable
@@ -44,6 +45,17 @@ async def get_readiness(ctx: Context) -> Readiness | Response:
 @router.get("/v1/schema/event", tags=["events"], summary="The event contract as JSON Schema")
 async def get_event_schema(ctx: Context) -> OrjsonResponse:
     schema: dict[str, Any] = event_json_schema(ctx.journey_map.event_types)
+    return OrjsonResponse(schema, media_type="application/schema+json")
+
+
+@router.get(
+    "/v1/schema/recommendations",
+    tags=["recommendations"],
+    summary="The recommendations answer as JSON Schema",
+)
+async def get_recommendations_schema() -> OrjsonResponse:
+    schema = RecommendationsPublic.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return OrjsonResponse(schema, media_type="application/schema+json")
 
 
