@@ -14,12 +14,14 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import JourneyMapError
 from models.events import CANONICAL_TYPES, TYPE_PATTERN, Channel
+from models.triggers import TriggerType
 
 METRICS: Final[dict[str, str]] = {
     "purchases": "orders placed so far (distinct order_id, or one per session without one)",
@@ -72,6 +74,27 @@ class _ActionSpec(BaseModel):
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+class _CapSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    every_hours: float = Field(gt=0, le=24 * 366)
+
+
+class _QuietHoursSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    timezone: str = "UTC"
+
+
+class _TriggersSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    caps: dict[TriggerType, _CapSpec] = Field(default_factory=dict)
+    quiet_hours: _QuietHoursSpec | None = None
+
+
 class _MapSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,6 +105,16 @@ class _MapSpec(BaseModel):
     session_timeout_minutes: int = Field(default=30, ge=1, le=1440)
     rules: list[_RuleSpec] = Field(min_length=1)
     actions: list[_ActionSpec] = Field(default_factory=list)
+    triggers: _TriggersSpec = Field(default_factory=_TriggersSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """Local times (in `timezone`) between which capped webhooks wait; may span midnight."""
+
+    start_minute: int
+    end_minute: int
+    timezone: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +162,9 @@ class JourneyMap:
     rules: tuple[Rule, ...]
     description: str = ""
     actions: tuple[StageAction, ...] = ()
+    trigger_caps: Mapping[str, int] = field(default_factory=dict)
+    """Trigger type -> the least event time (ms) between two of that type for one customer."""
+    quiet_hours: QuietHours | None = None
     _positions: dict[str, int] = field(init=False, repr=False, compare=False)
     _by_type: dict[str, tuple[tuple[Rule, int], ...]] = field(init=False, repr=False, compare=False)
     _conditional: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -277,6 +313,15 @@ def _semantic_problems(spec: _MapSpec) -> Iterable[tuple[list[Any], str]]:
         if (action.stage, action.next) in seen:
             yield ["actions", a], "another action is declared for this stage and next stage"
         seen.add((action.stage, action.next))
+    quiet = spec.triggers.quiet_hours
+    if quiet is not None:
+        try:
+            ZoneInfo(quiet.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {quiet.timezone!r} (an IANA name such as Europe/Paris)"
+            yield ["triggers", "quiet_hours", "timezone"], msg
+        if quiet.start == quiet.end:
+            yield ["triggers", "quiet_hours"], "start and end are equal: quiet hours would be empty"
 
 
 def _build(spec: _MapSpec) -> JourneyMap:
@@ -305,7 +350,21 @@ def _build(spec: _MapSpec) -> JourneyMap:
             StageAction(a.stage, a.next, a.action, a.description, MappingProxyType(a.params))
             for a in spec.actions
         ),
+        trigger_caps=MappingProxyType(
+            {kind: round(cap.every_hours * 3_600_000) for kind, cap in spec.triggers.caps.items()}
+        ),
+        quiet_hours=_quiet_hours(spec.triggers.quiet_hours),
     )
+
+
+def _quiet_hours(spec: _QuietHoursSpec | None) -> QuietHours | None:
+    if spec is None:
+        return None
+    return QuietHours(_minute(spec.start), _minute(spec.end), spec.timezone)
+
+
+def _minute(hhmm: str) -> int:
+    return int(hhmm[:2]) * 60 + int(hhmm[3:])
 
 
 def _report(source: str, root: yaml.Node, problems: list[tuple[list[Any], str]]) -> str:

@@ -84,7 +84,8 @@ class JourneyState:
     `seen` (fixed-width event-id digests, concatenated) and `offsets` (last applied offset per
     partition) make applying an event idempotent; they are bookkeeping, not public journey.
     `predictions` holds the model scores attached when the state was last written (the fold
-    never reads them; see `models.predictions`).
+    never reads them; see `models.predictions`). `alerts` remembers which triggers were sent
+    (`models.trigger_rules`: once per cart, frequency caps); bookkeeping too.
     """
 
     customer_id: str
@@ -107,6 +108,7 @@ class JourneyState:
     seen: str = ""
     offsets: dict[str, int] = field(default_factory=dict)
     predictions: dict[str, Any] | None = None
+    alerts: dict[str, int] = field(default_factory=dict)
     v: int = SCHEMA_VERSION
 
     def copy(self) -> JourneyState:
@@ -140,6 +142,7 @@ class JourneyState:
             seen=self.seen,
             offsets=self.offsets.copy(),
             predictions=self.predictions,
+            alerts=self.alerts.copy(),
         )
 
 
@@ -184,6 +187,7 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
         "seen": state.seen,
         "offsets": state.offsets,
         "predictions": state.predictions,
+        "alerts": state.alerts,
     }
 
 
@@ -215,4 +219,5 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         seen=data["seen"],
         offsets=data["offsets"],
         predictions=data.get("predictions"),
+        alerts=data.get("alerts") or {},
     )

@@ -213,10 +213,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
 async def stored_states(
     store: JourneyStore, customers: Sequence[str]
 ) -> dict[str, JourneyState | None]:
-    """What Redis holds for each customer, decoded, without the attached model scores.
+    """What Redis holds for each customer, decoded, without the attached scores and alerts.
 
-    Scores are not part of the fold (they depend on the models served at the time), so the
-    pure-fold oracle cannot predict them; tests of scores read them separately.
+    Scores are not part of the fold (they depend on the models served at the time), nor are
+    the alerts of triggers sent, so the pure-fold oracle cannot predict them; tests of scores
+    and triggers read them separately.
     """
     loaded = await store.load_many(list(customers))
     states = {
@@ -226,6 +227,7 @@ async def stored_states(
     for state in states.values():
         if state is not None:
             state.predictions = None
+            state.alerts = {}
     return states
 
 

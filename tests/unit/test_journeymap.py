@@ -448,3 +448,23 @@ def test_parse_journey_map_exit_is_a_reserved_stage_name() -> None:
     message = map_error(SHOP.replace("  - bought\n", "  - bought\n  - exit\n"))
 
     assert "stages: 'exit' is reserved" in message
+
+
+def test_builtin_retail_map_caps_abandoned_carts_to_one_a_day(retail_map: JourneyMap) -> None:
+    assert retail_map.trigger_caps["cart.abandoned"] == 24 * 3_600_000
+    assert retail_map.quiet_hours is not None
+    assert (retail_map.quiet_hours.start_minute, retail_map.quiet_hours.end_minute) == (1260, 480)
+
+
+def test_parse_journey_map_unknown_trigger_type_in_caps_reports_key() -> None:
+    message = map_error(SHOP + "triggers:\n  caps:\n    cart.exploded: {every_hours: 1}\n")
+
+    assert "triggers.caps.cart.exploded" in message
+
+
+def test_parse_journey_map_unknown_quiet_hours_zone_reports_key() -> None:
+    text = SHOP + 'triggers:\n  quiet_hours: {start: "22:00", end: "07:00", timezone: Mars/Base}\n'
+
+    message = map_error(text)
+
+    assert "triggers.quiet_hours.timezone: unknown time zone 'Mars/Base'" in message
