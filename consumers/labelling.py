@@ -18,9 +18,11 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
+from consumers.triggering import Triggering
 from models.labels import LabelBook, Labeler, Sample, decode_book, encode_book
 from models.predictions import Point
-from models.state import JourneyState, decode_state
+from models.state import JourneyState, decode_state, encode_state
+from models.triggers import Trigger
 from service.bus import send_all
 from service.errors import WriteConflict
 from service.metrics import ConsumerMetrics
@@ -66,8 +68,10 @@ class Labelling:
         max_conflict_retries: int = 5,
         idle_advance_after_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        triggering: Triggering | None = None,
     ) -> None:
         self._labeler = labeler
+        self._triggering = triggering
         self._store = store
         self._samples = samples
         self._metrics = metrics
@@ -178,16 +182,28 @@ class Labelling:
         for _ in range(self._max_attempts):
             stored = await self._store.load_many(pending, with_labels=True)
             samples: list[Sample] = []
+            triggers: list[Trigger] = []
             writes: list[Write] = []
             for customer, loaded in zip(pending, stored, strict=True):
                 book = decode_book(loaded.labels)
+                state_bytes = None
                 if loaded.state is not None:
-                    samples += self._labeler.expire(book, decode_state(loaded.state), until)
+                    state = decode_state(loaded.state)
+                    resolved = self._labeler.expire(book, state, until)
+                    samples += resolved
+                    if self._triggering is not None and resolved:
+                        found = self._triggering.on_expired(state, resolved)
+                        if found:  # the caps it passed are recorded in the journey
+                            triggers += found
+                            state_bytes = encode_state(state)
                 else:  # the journey expired: its predictions can never be resolved
                     self._metrics.labels_dropped.inc(len(book.next_stage) + len(book.abandonment))
                     book = LabelBook()
-                writes.append(Write(customer, None, loaded.rev, self._label_write(book, partition)))
+                label_write = self._label_write(book, partition)
+                writes.append(Write(customer, state_bytes, loaded.rev, label_write))
             await self.publish(samples)
+            if self._triggering is not None:
+                await self._triggering.publish(triggers)
             conflicts = await self._store.save_many(writes)
             self._metrics.write_conflicts.inc(len(conflicts))
             pending = [writes[i].customer_id for i in conflicts]

@@ -12,10 +12,11 @@ and atomic write as the journey, and the batch ends with a watermark sweep.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -25,6 +26,7 @@ from aiokafka.structs import ConsumerRecord
 from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetter, DeadLetterSink
 from consumers.labelling import Labelling
+from consumers.triggering import Triggering
 from models.catalog import CatalogUpdate
 from models.errors import InvalidEvent
 from models.events import FEEDBACK_TYPES, Event, EventDecoder
@@ -32,7 +34,8 @@ from models.fold import Fold, Position, last_digest
 from models.labels import LabelBook, Sample
 from models.predictions import Point
 from models.recommend import action_type_of
-from models.state import JourneyState, decode_state, encode_state
+from models.state import CartItem, JourneyState, decode_state, encode_state
+from models.triggers import Trigger
 from service.errors import WriteConflict
 from service.metrics import ConsumerMetrics
 from service.store import JourneyStore, LabelWrite, Stored, Write
@@ -57,6 +60,7 @@ class _Folded:
     newest: Point | None = None  # the journey at its last applied event, to be scored
     latest: dict[int, int] = field(default_factory=dict)  # newest event time per partition
     lessons: list[CatalogUpdate] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
 
 
 class StateUpdater:
@@ -74,6 +78,7 @@ class StateUpdater:
         clock: Callable[[], float] = time.time,
         labelling: Labelling | None = None,
         catalog: CatalogLearning | None = None,
+        triggering: Triggering | None = None,
     ) -> None:
         self._store = store
         self._decoder = decoder
@@ -84,6 +89,7 @@ class StateUpdater:
         self._clock = clock
         self._labelling = labelling
         self._catalog = catalog
+        self._triggering = triggering
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Make the batch's effect durable in Redis (and the dead-letter topic), or raise."""
@@ -102,18 +108,13 @@ class StateUpdater:
             }
             if labelling is not None:
                 labelling.attach_scores([r.newest for r in attempt.values() if r.newest])
+            triggers = self._collect_triggers(attempt.values())
             writes = [
                 self._write(customer, result)
                 for customer, result in attempt.items()
                 if result.applied and result.state is not None
             ]
-            if labelling is not None:
-                await labelling.publish([s for r in attempt.values() for s in r.samples])
-            if self._catalog is not None:
-                await self._catalog.learn(
-                    [u for r in attempt.values() for u in r.lessons],
-                    (item for r in attempt.values() for item in r.applied),
-                )
+            await self._before_writing(attempt.values(), triggers)
             conflicted = {writes[i].customer_id for i in await self._store.save_many(writes)}
             self._metrics.write_conflicts.inc(len(conflicted))
             folded.update((c, r) for c, r in attempt.items() if c not in conflicted)
@@ -128,6 +129,32 @@ class StateUpdater:
         if labelling is not None:
             await labelling.sweep(_newest(folded.values()))
         self._record(folded.values(), letters)
+
+    def _collect_triggers(self, results: Iterable[_Folded]) -> list[Trigger]:
+        """The batch's triggers; scoring may have put carts at risk (recorded in `alerts`)."""
+        triggering = self._triggering
+        if triggering is None:
+            return []
+        found: list[Trigger] = []
+        for result in results:
+            if result.newest is not None and result.state is not None:
+                result.triggers += triggering.on_scored(result.state, result.newest.at)
+            found += result.triggers
+        return found
+
+    async def _before_writing(self, results: Iterable[_Folded], triggers: list[Trigger]) -> None:
+        """Everything the journey write will account for is made durable first, concurrently:
+        triggers and samples on Kafka, catalog lessons in Redis (each repeatable)."""
+        results = list(results)
+        steps: list[Awaitable[None]] = []
+        if self._triggering is not None:
+            steps.append(self._triggering.publish(triggers))
+        if self._labelling is not None:
+            steps.append(self._labelling.publish([s for r in results for s in r.samples]))
+        if self._catalog is not None:
+            lessons = [u for r in results for u in r.lessons]
+            steps.append(self._catalog.learn(lessons, [a for r in results for a in r.applied]))
+        await asyncio.gather(*steps)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         """Journeys and label books live in Redis; only idle timing starts here."""
@@ -169,17 +196,18 @@ class StateUpdater:
     def _fold_customer(self, stored: Stored, items: list[tuple[Event, Record]]) -> _Folded:
         """Apply in place on a freshly decoded state; the decoded state is ours alone."""
         result = _Folded(_decoded(stored), rev=stored.rev)
-        labelling = self._labelling
-        catalog = self._catalog
+        labelling, catalog, triggering = self._labelling, self._catalog, self._triggering
         if labelling is not None:
             result.book = labelling.book(stored.labels)
         for event, record in items:
             position = Position(record.partition, record.offset)
             prev_stage = result.state.stage if result.state is not None else None
             try:
+                cart: dict[str, CartItem] = {}
+                if result.state is not None and (catalog or triggering):
+                    cart = result.state.cart.items.copy()  # the fold changes it in place
                 lesson = None
                 if catalog is not None:
-                    cart = result.state.cart.items if result.state is not None else {}
                     lesson = catalog.lesson(cart, event, record.partition, record.offset)
                 result.state, skipped = self._fold.step_owned(result.state, event, position)
                 t = event.timestamp_ms
@@ -197,11 +225,18 @@ class StateUpdater:
                 result.applied.append((event, record))
                 if lesson is not None:
                     result.lessons.append(lesson)
+                digest = last_digest(result.state)
+                resolved: list[Sample] = []
                 if labelling is not None and result.book is not None:
-                    digest = last_digest(result.state)
-                    result.samples += labelling.observe(
+                    resolved = labelling.observe(
                         result.book, prev_stage, result.state, event.type, digest, t, x
                     )
+                    result.samples += resolved
+                if triggering is not None:
+                    result.triggers += triggering.on_event(
+                        result.state, prev_stage, cart, event, digest, resolved
+                    )
+                if labelling is not None and result.book is not None:
                     result.newest = Point(result.state, x, t)
                     if t > result.latest.get(record.partition, -1):
                         result.latest[record.partition] = t

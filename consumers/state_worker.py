@@ -12,8 +12,10 @@ from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetterSink
 from consumers.labelling import Labelling, SampleSink
 from consumers.state_updater import StateUpdater
+from consumers.triggering import Triggering
 from consumers.worker import run_handler, worker_io
 from models.journeymap import JourneyMap
+from models.trigger_rules import Caps
 from service.catalog import catalog_store
 from service.journey import build_decoder, build_fold
 from service.learning import build_labeler, live_scorer
@@ -44,9 +46,21 @@ async def run_state_consumer(
         dead_letters = DeadLetterSink(
             io.producer, kafka.dead_letter_topic, group=group, timeout_s=kafka.produce_timeout_s
         )
+        triggering = None
+        if settings.triggers.enabled:
+            triggering = Triggering(
+                io.producer,
+                settings.triggers.topic,
+                metrics,
+                caps=Caps(fold.map.trigger_caps),
+                at_risk_threshold=settings.triggers.at_risk_threshold,
+                timeout_s=kafka.produce_timeout_s,
+            )
         labelling = None
         if settings.models.enabled:
-            labelling = _labelling(settings, store, io.producer, metrics, registry, fold.map)
+            labelling = _labelling(
+                settings, store, io.producer, metrics, registry, fold.map, triggering
+            )
         catalog = None
         if settings.recommend.catalog_enabled:
             catalog = CatalogLearning(
@@ -63,6 +77,7 @@ async def run_state_consumer(
             max_conflict_retries=settings.consumer.max_conflict_retries,
             labelling=labelling,
             catalog=catalog,
+            triggering=triggering,
         )
         logger.info(
             "state consumer starting: topic %s, group %s, journey map %s",
@@ -81,6 +96,7 @@ def _labelling(
     metrics: ConsumerMetrics,
     registry: CollectorRegistry,
     journey_map: JourneyMap,
+    triggering: Triggering | None,
 ) -> Labelling:
     models = settings.models
     scorer = live_scorer(store.redis, settings.redis, models, journey_map, ModelMetrics(registry))
@@ -94,4 +110,5 @@ def _labelling(
         sweep_batch=models.sweep_batch,
         idle_advance_after_s=models.idle_advance_after_s,
         max_conflict_retries=settings.consumer.max_conflict_retries,
+        triggering=triggering,
     )

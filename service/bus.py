@@ -93,10 +93,13 @@ async def ensure_parcours_topics(settings: Settings) -> list[str]:
     """Create every topic the configured roles use; returns their names."""
     kafka, models = settings.kafka, settings.models
     names = [kafka.events_topic, kafka.dead_letter_topic]
+    if settings.triggers.enabled:
+        names.append(settings.triggers.topic)
     partitions: dict[str, int] = {}
     if models.enabled:
-        names += [models.samples_topic, samples_dead_letter_topic(settings)]
-        partitions = dict.fromkeys(names[2:], models.samples_partitions)
+        samples = [models.samples_topic, samples_dead_letter_topic(settings)]
+        names += samples
+        partitions = dict.fromkeys(samples, models.samples_partitions)
     await ensure_topics(kafka, names, partitions)
     return names
 

@@ -101,6 +101,16 @@ class ConsumerMetrics(RunnerMetrics):
             "divide by parcours_recommendations_served_total for the click-through rate.",
             ["type", "kind"], registry=registry,
         )  # fmt: skip
+        self.triggers = Counter(
+            "parcours_triggers_emitted_total",
+            "Webhook triggers published to the triggers topic, by type.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.triggers_capped = Counter(
+            "parcours_triggers_capped_total",
+            "Triggers not emitted because the journey map's frequency cap held them, by type.",
+            ["type"], registry=registry,
+        )  # fmt: skip
         self.catalog_updates = Counter(
             "parcours_catalog_updates_total",
             "Co-occurrence and trending updates learned from applied events.",

@@ -172,6 +172,16 @@ class RecommendSettings(_Group):
     )
 
 
+class TriggerSettings(_Group):
+    enabled: bool = Field(
+        default=True, description="state consumers publish webhook triggers to the topic"
+    )
+    topic: str = "parcours.triggers"
+    at_risk_threshold: float = Field(
+        default=0.7, ge=0, le=1, description="risk that emits cart.at_risk, once per cart"
+    )
+
+
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -195,6 +205,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     models: ModelSettings = ModelSettings()
     recommend: RecommendSettings = RecommendSettings()
+    triggers: TriggerSettings = TriggerSettings()
     log: LogSettings = LogSettings()
 
 

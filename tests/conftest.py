@@ -19,6 +19,7 @@ from service.settings import (
     ModelSettings,
     RedisSettings,
     Settings,
+    TriggerSettings,
 )
 
 
@@ -65,6 +66,7 @@ def make_settings(
         consumer=ConsumerSettings(
             metrics_port=0, retry_backoff_initial_s=0.05, retry_backoff_max_s=0.5
         ),
+        triggers=TriggerSettings(topic=f"triggers-{tag}"),
         models=ModelSettings.model_validate(
             {
                 "samples_topic": f"samples-{tag}",

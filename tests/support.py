@@ -204,6 +204,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PARCOURS_REDIS_KEY_PREFIX": redis.key_prefix,
         "PARCOURS_CONSUMER_METRICS_PORT": "0",
         "PARCOURS_MODELS_SAMPLES_TOPIC": settings.models.samples_topic,
+        "PARCOURS_TRIGGERS_TOPIC": settings.triggers.topic,
         "PARCOURS_MODELS_TRAINER_GROUP": settings.models.trainer_group,
         "PARCOURS_MODELS_TRAINER_METRICS_PORT": "0",
         "PARCOURS_MODELS_RELOAD_INTERVAL_S": str(settings.models.reload_interval_s),

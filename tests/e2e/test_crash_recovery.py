@@ -80,8 +80,14 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     messages, event_ids, poison = _stream_with_faults()
     ends: dict[int, int] = {}
 
+    killed = asyncio.Event()
+
     async def produce_paced() -> None:
+        """Paced, and the last fifth only after the kill: it lands mid-stream however slow the
+        machine is to start and join the consumers."""
         for start in range(0, len(messages), 1000):
+            if start >= len(messages) * 4 // 5:
+                await killed.wait()
             sent = await produce(
                 kafka_bootstrap, kafka.events_topic, messages[start : start + 1000]
             )
@@ -110,6 +116,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     assert not producing.done(), "the kill must land mid-stream"
     done_before_kill = await progress()
     first.kill()
+    killed.set()
     restarted = start("restarted")
     await producing
     assert 0 < done_before_kill < sum(ends.values())

@@ -14,7 +14,9 @@ from redis.asyncio import Redis
 from consumers.deadletter import DeadLetterSink
 from consumers.labelling import Labelling, SampleSink
 from consumers.state_updater import StateUpdater
+from consumers.triggering import Triggering
 from models.fold import Fold
+from models.trigger_rules import Caps
 from service.bus import ensure_parcours_topics, make_producer
 from service.journey import build_decoder, build_fold
 from service.learning import build_labeler
@@ -39,6 +41,7 @@ class Worker:
         fold: Fold | None = None,
         store: JourneyStore | None = None,
         labelling: Labelling | None = None,
+        triggering: Triggering | None = None,
     ) -> StateUpdater:
         fold = fold or self.fold
         sink = DeadLetterSink(
@@ -54,6 +57,18 @@ class Worker:
             sink,
             self.metrics,
             labelling=labelling,
+            triggering=triggering,
+        )
+
+    def triggering(self, *, at_risk_threshold: float = 0.7) -> Triggering:
+        """Trigger emission as `parcours consume` wires it, with the map's caps."""
+        return Triggering(
+            self.producer,
+            self.settings.triggers.topic,
+            self.metrics,
+            caps=Caps(self.fold.map.trigger_caps),
+            at_risk_threshold=at_risk_threshold,
+            timeout_s=5,
         )
 
     def labelled_updater(
@@ -62,6 +77,7 @@ class Worker:
         scorer: LiveScorer | None = None,
         idle_advance_after_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        triggering: Triggering | None = None,
     ) -> StateUpdater:
         """An updater that also records labels, attaches scores and sweeps deadlines."""
         models = self.settings.models
@@ -74,8 +90,9 @@ class Worker:
             lateness_ms=int(models.allowed_lateness_s * 1000),
             idle_advance_after_s=idle_advance_after_s,
             clock=clock,
+            triggering=triggering,
         )
-        return self.updater(labelling=labelling)
+        return self.updater(labelling=labelling, triggering=triggering)
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels or None) or 0.0
