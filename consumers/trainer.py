@@ -3,7 +3,9 @@
 Each sample is scored by the model being served before it is learned (so the metrics are
 honest out-of-sample figures), then learned. Every `every_samples` samples or `every_s`
 seconds the trainer publishes a snapshot of its whole `TrainingState`, including the
-samples-topic offsets it has learned up to. The snapshot, not the committed offset, is the
+samples-topic offsets it has learned up to. A record carries one sample or, as the state
+consumer publishes them, a JSON array of a batch's samples; a record with an invalid sample
+is dead-lettered after its valid ones are learned. The snapshot, not the committed offset, is the
 trainer's durable state: on assignment it seeks back to the snapshot's offsets, so a
 trainer killed between two snapshots learns the lost samples again, exactly once. The
 samples topic has one partition by default; a second trainer in the group is a standby.
@@ -15,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -123,21 +126,34 @@ class Trainer:
         logger.info("published model snapshot v%d (%d bytes)", self.version, len(blob))
 
     def _learn(self, record: ConsumerRecord[bytes, bytes]) -> DeadLetter | None:
+        """Learn the record's samples; a record with any invalid one is also dead-lettered."""
         try:
-            sample = Sample.from_json(record.value)
-            learned = self.state.learn(sample)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._metrics.skipped.labels("invalid").inc()
-            error = {"loc": [], "msg": f"{type(exc).__name__}: {exc}", "type": "invalid_sample"}
-            return DeadLetter(record, "invalid_sample", [error])
-        if not learned:
-            self._metrics.skipped.labels("duplicate").inc()
-            return None
-        self._metrics.learned.labels(sample.kind).inc()
-        self._unpublished += 1
-        if self._oldest_unpublished is None:
-            self._oldest_unpublished = record.timestamp / 1000
-        return None
+            data = orjson.loads(record.value)
+        except orjson.JSONDecodeError as exc:
+            return self._invalid(record, [_error([], exc)])
+        packed = isinstance(data, list)
+        errors = []
+        for index, item in enumerate(data if packed else [data]):
+            try:
+                sample = Sample.from_dict(item)
+                learned = self.state.learn(sample)
+            except (ValueError, KeyError, TypeError) as exc:
+                errors.append(_error([index] if packed else [], exc))
+                continue
+            if not learned:
+                self._metrics.skipped.labels("duplicate").inc()
+                continue
+            self._metrics.learned.labels(sample.kind).inc()
+            self._unpublished += 1
+            if self._oldest_unpublished is None:
+                self._oldest_unpublished = record.timestamp / 1000
+        return self._invalid(record, errors) if errors else None
+
+    def _invalid(
+        self, record: ConsumerRecord[bytes, bytes], errors: list[dict[str, object]]
+    ) -> DeadLetter:
+        self._metrics.skipped.labels("invalid").inc(len(errors))
+        return DeadLetter(record, "invalid_sample", errors)
 
     def _due(self) -> bool:
         if self._unpublished >= self._every_samples:
@@ -149,3 +165,7 @@ class Trainer:
             self._metrics.samples.labels(name).set(summary["samples"])
             for metric, value in summary["metrics"].items():
                 self._metrics.progressive.labels(name, metric).set(value)
+
+
+def _error(loc: list[int], exc: Exception) -> dict[str, object]:
+    return {"loc": loc, "msg": f"{type(exc).__name__}: {exc}", "type": "invalid_sample"}

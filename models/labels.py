@@ -21,7 +21,7 @@ faster than one trainer learns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
@@ -104,7 +104,11 @@ class Sample:
     @classmethod
     def from_json(cls, raw: bytes) -> Sample:
         """Raises ValueError (or KeyError/TypeError) on a record that is not a sample."""
-        data = orjson.loads(raw)
+        return cls.from_dict(orjson.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Sample:
+        """`from_json` of parsed JSON."""
         kind = data["kind"]
         label = data["label"]
         if kind == ABANDONMENT and not isinstance(label, bool):
@@ -124,6 +128,20 @@ class Sample:
             x=[float(v) for v in data["x"]],
             label=label,
         )
+
+
+def encode_samples(samples: Sequence[Sample]) -> bytes:
+    """Several samples as one record value: a JSON array of `Sample.to_json` objects."""
+    return b"[" + b",".join(s.to_json() for s in samples) + b"]"
+
+
+def decode_samples(raw: bytes) -> list[Sample]:
+    """The samples of one record: an array (`encode_samples`) or a single sample object.
+
+    Raises ValueError (or KeyError/TypeError) for a record that is neither.
+    """
+    data = orjson.loads(raw)
+    return [Sample.from_dict(item) for item in (data if isinstance(data, list) else [data])]
 
 
 class Resolution(NamedTuple):

@@ -49,27 +49,36 @@ class Predictor:
         odds = self._proba(self.training.next_stage, self._next_stage, points)
         risk_of = {id(p): r.get(True, 0.0) for p, r in zip(carts, risks, strict=True)}
         a_version, n_version = self.training.abandonment.version, self.training.next_stage.version
-        return [
-            {
-                "at": p.at,
-                "abandonment": {"risk": round(risk_of[id(p)], 6), "model_version": a_version}
-                if id(p) in risk_of
-                else None,
-                "next_stage": {
-                    "probabilities": {str(k): round(v, 6) for k, v in o.items()},
-                    "model_version": n_version,
-                },
-            }
-            for p, o in zip(points, odds, strict=True)
-        ]
+        rounded: dict[int, dict[str, float]] = {}  # a fallback's rows repeat: round each once
+        scores = []
+        for p, o in zip(points, odds, strict=True):
+            probabilities = rounded.get(id(o))
+            if probabilities is None:
+                probabilities = rounded[id(o)] = {str(k): round(v, 6) for k, v in o.items()}
+            risk = risk_of.get(id(p))
+            scores.append(
+                {
+                    "at": p.at,
+                    "abandonment": None
+                    if risk is None
+                    else {"risk": round(risk, 6), "model_version": a_version},
+                    "next_stage": {
+                        "probabilities": probabilities.copy(),
+                        "model_version": n_version,
+                    },
+                }
+            )
+        return scores
 
     def _proba(
         self, model: OnlineModel[Any], compiled: LinearScorer | None, points: Sequence[Point]
     ) -> list[dict[Hashable, float]]:
         if not points:
             return []
-        if not model.warm:  # the fallback looks at the stage only
-            return [model.predict_proba_one({}, stage=p.state.stage) for p in points]
+        if not model.warm:  # the fallback looks at the stage only: one row per stage
+            stages = {p.state.stage for p in points}
+            by_stage = {s: model.predict_proba_one({}, stage=s) for s in stages}
+            return [by_stage[p.state.stage] for p in points]
         if compiled is None:
             return [
                 model.predict_proba_one(from_vector(p.x, p.state.stage), stage=p.state.stage)

@@ -181,14 +181,39 @@ async def send_all(
     timeout_s: float,
 ) -> None:
     """Produce (key, value, headers) records and wait until the broker acknowledged all."""
-    if not records:
+    sends = [{"value": value, "key": key, "headers": headers} for key, value, headers in records]
+    await _produce_all(producer, topic, sends, timeout_s)
+
+
+async def send_to_partitions(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Sequence[tuple[int, bytes]],
+    *,
+    timeout_s: float,
+) -> None:
+    """Produce (partition, value) records without keys and wait until all are acknowledged."""
+    sends = [{"value": value, "partition": partition} for partition, value in records]
+    await _produce_all(producer, topic, sends, timeout_s)
+
+
+async def partitions_of(producer: AIOKafkaProducer, topic: str, *, timeout_s: float) -> list[int]:
+    """The topic's partitions, sorted as the default partitioner expects them."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return sorted(await producer.partitions_for(topic))
+    except (TimeoutError, KafkaError) as exc:
+        raise BusUnavailable(f"topic {topic!r}: {exc!r}") from exc
+
+
+async def _produce_all(
+    producer: AIOKafkaProducer, topic: str, sends: list[dict[str, Any]], timeout_s: float
+) -> None:
+    if not sends:
         return
     try:
         async with asyncio.timeout(timeout_s):
-            futures = [
-                await producer.send(topic, value=value, key=key, headers=headers)
-                for key, value, headers in records
-            ]
+            futures = [await producer.send(topic, **send) for send in sends]
             await asyncio.gather(*futures)
     except (TimeoutError, KafkaError) as exc:
         raise BusUnavailable(f"topic {topic!r}: {exc!r}") from exc

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from models.errors import ParcoursError
 from models.evaluation import evaluate
 from models.journeymap import load_journey_map
-from models.labels import Sample, decode_book
+from models.labels import Sample, decode_book, decode_samples
 from service.bus import client_options, ensure_parcours_topics
 from service.embedded import EmbeddedKafka, EmbeddedRedis
 from service.learning import fresh_training, snapshot_store
@@ -230,7 +230,7 @@ async def read_samples(settings: Settings) -> list[Sample]:
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
             for records in batch.values():
-                samples += [Sample.from_json(record.value) for record in records]
+                samples += [s for record in records for s in decode_samples(record.value)]
             if not batch and not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 return samples
     finally:

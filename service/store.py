@@ -19,14 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
-from redis.asyncio import Connection, ConnectionPool, Redis
-from redis.connection import HiredisRespSerializer
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.utils import HIREDIS_AVAILABLE
 
 from models.state import JourneyState, decode_state
 from service.errors import ConfigurationError, StoreUnavailable
+from service.resp import PackingConnection
 
 _PUT: Final = """
 local ttl = ARGV[1]
@@ -268,21 +267,6 @@ class JourneyStore:
         return decode_state(state) if state is not None else None
 
 
-class HiredisPackingConnection(Connection):
-    """redis-py's asyncio connection, packing commands with hiredis as its sync client does.
-
-    The pure-Python packer costs microseconds per argument, which matters for a batch write
-    of thousands of journeys in one call.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._packer = HiredisRespSerializer()
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return self._packer.pack(*args)  # type: ignore[no-any-return]
-
-
 def connect_redis(url: str | None, *, socket_timeout_s: float, max_connections: int) -> Redis:
     """A pooled client; every command times out instead of hanging."""
     if not url:
@@ -294,8 +278,8 @@ def connect_redis(url: str | None, *, socket_timeout_s: float, max_connections: 
         "socket_connect_timeout": socket_timeout_s,
         "max_connections": max_connections,
     }
-    if HIREDIS_AVAILABLE and url.startswith("redis://"):  # rediss:// and unix:// keep theirs
-        options["connection_class"] = HiredisPackingConnection
+    if url.startswith("redis://"):  # rediss:// and unix:// keep their connection classes
+        options["connection_class"] = PackingConnection
     return Redis(connection_pool=ConnectionPool.from_url(url, **options))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from models.labels import Sample
+from models.labels import Sample, decode_samples
 from service.bus import ensure_parcours_topics
 from service.learning import snapshot_store
 from service.store import connect_redis, journey_store
@@ -77,7 +77,7 @@ async def test_label_pending_across_a_consumer_kill_resolves_once_and_is_learned
     async def samples() -> list[Sample]:
         models = settings.models
         records = await read_until_quiet(kafka_bootstrap, models.samples_topic, 1)
-        return [Sample.from_json(r.value) for r in records]
+        return [s for r in records for s in decode_samples(r.value)]
 
     async def dave_resolved() -> list[Sample]:
         return [s for s in await samples() if s.customer_id == "dave" and s.kind == "abandonment"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from models.labels import Sample, decode_book
+from models.labels import Sample, decode_book, decode_samples
 from tests.integration.conftest import Worker
 from tests.support import produce, read_records, read_until_quiet
 
@@ -51,7 +51,7 @@ async def _samples(worker: Worker) -> list[Sample]:
     records = await read_until_quiet(
         worker.settings.kafka.bootstrap or "", models.samples_topic, models.samples_partitions
     )
-    return [Sample.from_json(r.value) for r in records]
+    return [s for r in records for s in decode_samples(r.value)]
 
 
 def _by_kind(samples: list[Sample], kind: str) -> list[Sample]:

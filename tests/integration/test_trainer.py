@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from consumers.deadletter import DeadLetterSink
 from consumers.trainer import Trainer
+from models.labels import encode_samples
 from models.snapshot import dump_snapshot
 from models.training import TrainingState
 from service.bus import ensure_parcours_topics, make_producer, samples_dead_letter_topic
@@ -79,6 +81,37 @@ async def test_trainer_killed_between_snapshots_relearns_the_rest_exactly_once(
     assert learned == len(samples)
     assert second.version == 2  # the 100 samples after v1 made it due again
     assert second.state.abandonment.metrics()["roc_auc"] > 0.7, second.state.summary()
+
+
+async def test_trainer_packed_records_learns_each_sample_and_dead_letters_bad_items(
+    settings: Settings, redis: Redis
+) -> None:
+    samples = synthetic_samples(40)
+    bad = b'[{"kind": "abandonment"},' + samples[30].to_json() + b"]"
+    messages = [
+        (None, encode_samples(samples[:20])),
+        (None, encode_samples(samples[10:30])),  # half republished: learned once
+        (b"x", bad),  # the valid sample in it is still learned
+        (b"y", b"[not json"),
+        (None, encode_samples(samples[31:])),
+    ]
+    bootstrap, topic = settings.kafka.bootstrap or "", settings.models.samples_topic
+    records = await read_records(bootstrap, topic, await produce(bootstrap, topic, messages))
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        trainer = await _trainer(settings, redis, producer)
+        await trainer.handle(records)
+    finally:
+        await producer.stop()
+
+    learned = trainer.state.abandonment.samples_seen + trainer.state.next_stage.samples_seen
+    assert learned == len(samples)
+    assert trainer.state.offsets == {0: len(messages)}
+    letters = await read_records(bootstrap, samples_dead_letter_topic(settings), {0: 2})
+    assert [r.value for r in letters] == [bad, b"[not json"]
+    errors = orjson.loads(dict(letters[0].headers)["parcours.dlq.errors"])
+    assert [e["loc"] for e in errors] == [[0]]
 
 
 async def test_registry_hot_reloads_newer_snapshots_and_refuses_a_corrupt_one(

@@ -25,7 +25,9 @@ from models.labels import (
     Pending,
     Sample,
     decode_book,
+    decode_samples,
     encode_book,
+    encode_samples,
     sample_id,
 )
 from models.state import JourneyState
@@ -347,6 +349,20 @@ def test_sample_json_round_trips() -> None:
     converted = replace(SAMPLE, id="a:c1:d", kind="abandonment", label=False)
     for sample in (SAMPLE, replace(SAMPLE, label="decision"), converted):
         assert Sample.from_json(sample.to_json()) == sample
+
+
+def test_decode_samples_packed_or_single_record_gives_its_samples() -> None:
+    converted = replace(SAMPLE, id="a:c1:d", kind="abandonment", label=False)
+
+    assert decode_samples(encode_samples([SAMPLE, converted])) == [SAMPLE, converted]
+    assert decode_samples(SAMPLE.to_json()) == [SAMPLE]
+    assert decode_samples(encode_samples([])) == []
+
+
+def test_decode_samples_any_invalid_item_raises() -> None:
+    raw = b"[" + SAMPLE.to_json() + b',{"kind": "abandonment"}]'
+    with pytest.raises(KeyError):
+        decode_samples(raw)
 
 
 @pytest.mark.parametrize(

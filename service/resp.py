@@ -1,0 +1,43 @@
+"""Packing Redis commands for the asyncio client, cheaply enough for batch writes.
+
+A consumer batch is one script call with ~16,000 arguments (keys, revisions, journeys, label
+books). redis-py's pure-Python packer costs microseconds per argument, and hiredis's packer
+copies every argument twice and is preceded by a per-argument Python pass; two appends per
+argument and one join measured half the time of the latter on such a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Connection
+
+
+def pack_command(args: tuple[Any, ...], encode: Callable[[Any], Any]) -> bytes:
+    """One RESP array of bulk strings; `encode` (redis-py's) handles what is not bytes or int.
+
+    A first argument with spaces ("CONFIG GET") is split into words, as redis-py does.
+    """
+    first = args[0]
+    if isinstance(first, str):
+        args = tuple(first.encode().split()) + args[1:]
+    elif b" " in first:
+        args = tuple(first.split()) + args[1:]
+    out = [b"*%d\r\n" % len(args)]
+    append = out.append
+    for arg in args:
+        cls = arg.__class__
+        if cls is not bytes:
+            arg = b"%d" % arg if cls is int else encode(arg)
+        append(b"$%d\r\n" % len(arg))
+        append(arg)
+        append(b"\r\n")
+    return b"".join(out)
+
+
+class PackingConnection(Connection):
+    """redis-py's asyncio connection with `pack_command` above."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return [pack_command(args, self.encoder.encode)]
