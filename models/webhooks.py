@@ -50,6 +50,9 @@ class Subscription:
     enabled: bool = True
     filter: Filter = Filter()
     created_at: int = 0
+    """Epoch ms; subscriptions are listed in creation order."""
+    description: str | None = None
+    """Free text for the people who manage the subscription; never sent to the target."""
 
     def wants(self, trigger: Trigger) -> bool:
         if not self.enabled:

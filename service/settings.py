@@ -182,6 +182,19 @@ class TriggerSettings(_Group):
     )
 
 
+class WebhookSettings(_Group):
+    allow_http: bool = Field(
+        default=False, description="accept http:// targets (development only; https otherwise)"
+    )
+    allow_private_targets: bool = Field(
+        default=False,
+        description="accept loopback, private and other non-public targets (development only)",
+    )
+    resolve_timeout_s: float = Field(
+        default=2.0, gt=0, description="how long resolving a target's host name may take"
+    )
+
+
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -206,6 +219,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     recommend: RecommendSettings = RecommendSettings()
     triggers: TriggerSettings = TriggerSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     log: LogSettings = LogSettings()
 
 

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from starlette.responses import Response
 
@@ -17,7 +19,7 @@ from service.api.context import ApiContext
 from service.api.middleware import MetricsMiddleware
 from service.api.recommender import Recommender
 from service.api.responses import problem
-from service.api.routes import events, journeys, meta, predictions, recommendations
+from service.api.routes import events, journeys, meta, predictions, recommendations, webhooks
 from service.bus import EventPublisher, ManagedProducer, ensure_parcours_topics, make_producer
 from service.catalog import catalog_store
 from service.errors import BusUnavailable, StoreUnavailable
@@ -26,6 +28,7 @@ from service.learning import live_scorer, snapshot_store
 from service.metrics import ApiMetrics, ModelMetrics
 from service.settings import Settings, get_settings
 from service.store import connect_redis, journey_store
+from service.subscriptions import SubscriptionStore
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             scorer=scorer,
             snapshots=snapshot_store(redis, redis_settings),
             recommender=recommender,
+            subscriptions=SubscriptionStore(redis, prefix=redis_settings.key_prefix),
         )
         try:
             yield
@@ -98,10 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    routers = (events, journeys, predictions, recommendations, meta)
+    routers = (events, journeys, predictions, recommendations, webhooks, meta)
     for router in (module.router for module in routers):
         app.include_router(router)
     app.add_exception_handler(InvalidEvent, _invalid_event)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _unavailable)
     app.add_exception_handler(BusUnavailable, _unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -114,6 +119,18 @@ async def _invalid_event(request: Request, exc: Exception) -> Response:
     context: ApiContext = request.app.state.context
     context.metrics.events.labels("invalid").inc()
     return problem(422, exc.errors, reason=exc.reason)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, except that a rejected secret is not echoed back (nor into proxy logs)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {k: v for k, v in error.items() if k != "input"}
+        if error.get("loc", ())[-1:] == ("secret",)
+        else error
+        for error in exc.errors()
+    ]
+    return await request_validation_exception_handler(request, RequestValidationError(errors))
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:

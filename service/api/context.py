@@ -15,6 +15,7 @@ from service.scoring import LiveScorer
 from service.settings import Settings
 from service.snapshots import SnapshotStore
 from service.store import JourneyStore
+from service.subscriptions import SubscriptionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +31,4 @@ class ApiContext:
     scorer: LiveScorer
     snapshots: SnapshotStore
     recommender: Recommender
+    subscriptions: SubscriptionStore
