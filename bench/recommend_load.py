@@ -12,6 +12,9 @@ context (`bench/recommend_load.lua`). Prints requests/s and p50/p99 latency per 
 medians and the target/reference ratios.
 
     python -m bench.recommend_load --customers 100000 --runs 3
+
+Needs wrk (`apt-get install wrk`); `--profile out.txt` (needs `pip install py-spy`) then
+samples the API process under maximum load, after the timed runs.
 """
 
 from __future__ import annotations
@@ -181,6 +184,18 @@ async def measure(
     return results
 
 
+async def profile(pid: int, target: tuple[str, str], args: argparse.Namespace) -> None:
+    """py-spy samples of the API process under maximum load, after (not during) the timings."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    seconds = 10
+    command = [spy, "record", "--native", "-r", "100", "-d", str(seconds), "-f", "raw",
+               "-o", args.profile, "-p", str(pid)]  # fmt: skip
+    sampler = await asyncio.create_subprocess_exec(*command)
+    await wrk(*target, args, paced=False, seconds=seconds + 2)
+    await sampler.wait()
+    print(f"profile of the target under load in {args.profile}")
+
+
 def report(results: dict[tuple[str, bool], list[Load]], args: argparse.Namespace) -> None:
     print(f"\nmedians of {args.runs} runs | endpoint | mode | requests/s | p50 ms | p99 ms")
     medians = {}
@@ -220,8 +235,9 @@ async def main(args: argparse.Namespace) -> None:
             for name, (base, resource) in endpoints.items():
                 body = await wait_until_serving(f"{base}/v1/customers/customer-000001/{resource}")
                 print(f"{name} serves /v1/customers/{{id}}/{resource}, e.g. {len(body)} bytes")
-            print(f"target API pid {pids[0]}")
             report(await measure(endpoints, args), args)
+            if args.profile:
+                await profile(pids[0], endpoints["target"], args)
 
 
 if __name__ == "__main__":
@@ -237,4 +253,5 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=32, help="for maximum throughput")
     parser.add_argument("--rate", type=int, default=1000, help="paced mode: requests/s aimed at")
     parser.add_argument("--paced-connections", type=int, default=10)
+    parser.add_argument("--profile", help="then write a py-spy profile (raw) of the API here")
     asyncio.run(main(parser.parse_args()))
