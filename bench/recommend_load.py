@@ -45,7 +45,6 @@ from service.store import connect_redis
 
 SCRIPT = Path(__file__).with_suffix(".lua")
 TARGET_APP, REFERENCE_APP = "service.api.app:create_app", "bench.reference_api:create_app"
-TARGET_RESOURCE = "journey"
 UVICORN_OPTIONS = ("--factory", "--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop",
                    "--http", "httptools", "--no-access-log", "--log-level", "warning")  # fmt: skip
 WRK_MISSING = "wrk is not on PATH: `apt-get install wrk` (Debian, Ubuntu) or `brew install wrk`"
@@ -230,7 +229,7 @@ async def main(args: argparse.Namespace) -> None:
         ) as pids:
             endpoints = {
                 "reference": (f"http://127.0.0.1:{ports['reference']}", "journey"),
-                "target": (f"http://127.0.0.1:{ports['target']}", TARGET_RESOURCE),
+                "target": (f"http://127.0.0.1:{ports['target']}", args.target),
             }
             for name, (base, resource) in endpoints.items():
                 body = await wait_until_serving(f"{base}/v1/customers/customer-000001/{resource}")
@@ -247,6 +246,12 @@ if __name__ == "__main__":
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--target",
+        choices=["recommendations", "journey"],
+        default="journey",
+        help="the API endpoint under load: /v1/customers/{id}/<target>",
+    )
     parser.add_argument("--duration", type=float, default=15, help="seconds per timed load")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of load before each")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
