@@ -22,13 +22,16 @@ from typing import TypeAlias
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetter, DeadLetterSink
 from consumers.labelling import Labelling
+from models.catalog import CatalogUpdate
 from models.errors import InvalidEvent
-from models.events import Event, EventDecoder
+from models.events import FEEDBACK_TYPES, Event, EventDecoder
 from models.fold import Fold, Position, last_digest
 from models.labels import LabelBook, Sample
 from models.predictions import Point
+from models.recommend import action_type_of
 from models.state import JourneyState, decode_state, encode_state
 from service.errors import WriteConflict
 from service.metrics import ConsumerMetrics
@@ -53,6 +56,7 @@ class _Folded:
     samples: list[Sample] = field(default_factory=list)
     newest: Point | None = None  # the journey at its last applied event, to be scored
     latest: dict[int, int] = field(default_factory=dict)  # newest event time per partition
+    lessons: list[CatalogUpdate] = field(default_factory=list)
 
 
 class StateUpdater:
@@ -69,6 +73,7 @@ class StateUpdater:
         max_conflict_retries: int = 5,
         clock: Callable[[], float] = time.time,
         labelling: Labelling | None = None,
+        catalog: CatalogLearning | None = None,
     ) -> None:
         self._store = store
         self._decoder = decoder
@@ -78,6 +83,7 @@ class StateUpdater:
         self._max_attempts = max_conflict_retries
         self._clock = clock
         self._labelling = labelling
+        self._catalog = catalog
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Make the batch's effect durable in Redis (and the dead-letter topic), or raise."""
@@ -103,6 +109,11 @@ class StateUpdater:
             ]
             if labelling is not None:
                 await labelling.publish([s for r in attempt.values() for s in r.samples])
+            if self._catalog is not None:
+                await self._catalog.learn(
+                    [u for r in attempt.values() for u in r.lessons],
+                    (item for r in attempt.values() for item in r.applied),
+                )
             conflicted = {writes[i].customer_id for i in await self._store.save_many(writes)}
             self._metrics.write_conflicts.inc(len(conflicted))
             folded.update((c, r) for c, r in attempt.items() if c not in conflicted)
@@ -159,12 +170,17 @@ class StateUpdater:
         """Apply in place on a freshly decoded state; the decoded state is ours alone."""
         result = _Folded(_decoded(stored), rev=stored.rev)
         labelling = self._labelling
+        catalog = self._catalog
         if labelling is not None:
             result.book = labelling.book(stored.labels)
         for event, record in items:
             position = Position(record.partition, record.offset)
             prev_stage = result.state.stage if result.state is not None else None
             try:
+                lesson = None
+                if catalog is not None:
+                    cart = result.state.cart.items if result.state is not None else {}
+                    lesson = catalog.lesson(cart, event, record.partition, record.offset)
                 result.state, skipped = self._fold.step_owned(result.state, event, position)
                 t = event.timestamp_ms
                 if labelling is not None and skipped is None:
@@ -179,6 +195,8 @@ class StateUpdater:
                 continue
             if skipped is None:
                 result.applied.append((event, record))
+                if lesson is not None:
+                    result.lessons.append(lesson)
                 if labelling is not None and result.book is not None:
                     digest = last_digest(result.state)
                     result.samples += labelling.observe(
@@ -210,6 +228,8 @@ class StateUpdater:
             duplicates += result.duplicates
             for event, record in result.applied:
                 applied_types[event.type] = applied_types.get(event.type, 0) + 1
+                if event.type in FEEDBACK_TYPES:
+                    _count_feedback(metrics, event)
                 if record.timestamp < oldest.get(record.partition, record.timestamp + 1):
                     oldest[record.partition] = record.timestamp
         for timestamp in oldest.values():  # one sample per partition per batch: its worst case
@@ -222,6 +242,12 @@ class StateUpdater:
             metrics.deduplicated.labels("duplicate_event_id").inc(duplicates)
         for reason, count in Counter(letter.reason for letter in letters).items():
             metrics.dead_lettered.labels(reason).inc(count)
+
+
+def _count_feedback(metrics: ConsumerMetrics, event: Event) -> None:
+    rec_id = event.properties.recommendation_id or ""
+    kind = event.type.removeprefix("recommendation_")
+    metrics.recommendation_feedback.labels(action_type_of(rec_id), kind).inc()
 
 
 def _newest(folded: Iterable[_Folded]) -> dict[int, int]:

@@ -8,11 +8,13 @@ import logging
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
+from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetterSink
 from consumers.labelling import Labelling, SampleSink
 from consumers.state_updater import StateUpdater
 from consumers.worker import run_handler, worker_io
 from models.journeymap import JourneyMap
+from service.catalog import catalog_store
 from service.journey import build_decoder, build_fold
 from service.learning import build_labeler, live_scorer
 from service.metrics import ConsumerMetrics, ModelMetrics
@@ -45,6 +47,13 @@ async def run_state_consumer(
         labelling = None
         if settings.models.enabled:
             labelling = _labelling(settings, store, io.producer, metrics, registry, fold.map)
+        catalog = None
+        if settings.recommend.catalog_enabled:
+            catalog = CatalogLearning(
+                catalog_store(io.redis, settings.redis.key_prefix, settings.recommend),
+                metrics,
+                max_basket=settings.recommend.max_basket,
+            )
         updater = StateUpdater(
             store,
             decoder,
@@ -53,6 +62,7 @@ async def run_state_consumer(
             metrics,
             max_conflict_retries=settings.consumer.max_conflict_retries,
             labelling=labelling,
+            catalog=catalog,
         )
         logger.info(
             "state consumer starting: topic %s, group %s, journey map %s",

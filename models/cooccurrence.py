@@ -1,6 +1,7 @@
 """Frequently bought together: item-to-item co-occurrence learned online from baskets.
 
-A basket is the set of products of one order, or the products added to cart in one session.
+A basket is the set of products of one order, or the products added to cart in one session,
+learned whole (`learn_basket`) or one addition at a time as a cart fills (`learn_addition`).
 For every item `a` the model keeps `n(a)`, the decayed number of baskets holding `a`, and
 `c(a, b)`, the decayed number holding both `a` and `b`, for at most `top_k` neighbours `b`.
 Both decay exponentially in event time (half-life), so last season's pairs fade.
@@ -100,17 +101,54 @@ class CoOccurrence:
             return
         self._bump(self._baskets, at_ms)
         for item in basket:
+            self._learn_row(item, basket, at_ms)
+
+    def learn_addition(self, added: Sequence[str], existing: Sequence[str], at_ms: int) -> None:
+        """Count `added` joining a basket that already holds (and counted) `existing`.
+
+        Each added item `a` gets `n(a) += 1` and `c(a, x) += 1` for every other `x` in the
+        basket; each existing item `b` gets `c(b, a) += 1` but keeps `n(b)`. Building a basket
+        one item at a time therefore counts it as `learn_basket` of the whole basket would
+        (at one event time). An item arriving with `existing` empty starts a basket. An
+        existing item never counted has no row and gets no pair (nothing to normalise it by).
+        A pair counted after its item (added later to the cart) has decayed less than the
+        item's count, so its cosine can exceed 1 by the decay between the two additions.
+
+        >>> model = CoOccurrence(half_life_ms=86_400_000, min_support=1.0)
+        >>> model.learn_addition(["pasta"], [], at_ms=0)
+        >>> model.learn_addition(["sauce"], ["pasta"], at_ms=0)
+        >>> model.neighbours("pasta", at_ms=0)
+        [('sauce', 1.0)]
+        """
+        new, old = split_addition(added, existing, self._max_basket)
+        if not new:
+            return
+        if not old:
+            self._bump(self._baskets, at_ms)
+        basket = new + old
+        for item in new:
+            self._learn_row(item, basket, at_ms)
+        for item in old:
             row = self._rows.get(item)
-            if row is None:
-                row = self._rows[item] = _Row(ref_ms=at_ms)
-            step = self._bump(row, at_ms)
-            pairs = row.pairs
-            for other in basket:
-                if other != item:
-                    pairs[other] = pairs.get(other, 0.0) + step
-            if len(pairs) > self._top_k:
-                # keep the strongest; same order as every ranking here (ties: smaller id)
-                row.pairs = dict(top_scored(pairs.items(), self._top_k))
+            if row is not None:
+                self._add_pairs(row, new, item, self._scale(row, at_ms))
+
+    def _learn_row(self, item: str, basket: Sequence[str], at_ms: int) -> None:
+        """Count one basket holding `item` in `item`'s row: `n(item)` and its pairs."""
+        row = self._rows.get(item)
+        if row is None:
+            row = self._rows[item] = _Row(ref_ms=at_ms)
+        self._add_pairs(row, basket, item, self._bump(row, at_ms))
+
+    def _add_pairs(self, row: _Row, others: Sequence[str], item: str, step: float) -> None:
+        """Add `step` to `row`'s pair with each of `others` but `item`, then prune the row."""
+        pairs = row.pairs
+        for other in others:
+            if other != item:
+                pairs[other] = pairs.get(other, 0.0) + step
+        if len(pairs) > self._top_k:
+            # keep the strongest; same order as every ranking here (ties: smaller id)
+            row.pairs = dict(top_scored(pairs.items(), self._top_k))
 
     def neighbours(self, item: str, at_ms: int, n: int = 10) -> list[tuple[str, float]]:
         """The `n` items most often bought with `item`, by normalised score, best first."""
@@ -141,11 +179,15 @@ class CoOccurrence:
 
     def _bump(self, row: _Row, at_ms: int) -> float:
         """Add one basket to `row.count`; the scaled step, for the row's pair counts too."""
-        if self._decay.stale(at_ms, row.ref_ms):
-            row.renormalise(self._decay.shrink(at_ms, row.ref_ms), at_ms)
-        step = self._decay.growth(at_ms, row.ref_ms)
+        step = self._scale(row, at_ms)
         row.count += step
         return step
+
+    def _scale(self, row: _Row, at_ms: int) -> float:
+        """What one count at `at_ms` adds to `row`, renormalising the row first if stale."""
+        if self._decay.stale(at_ms, row.ref_ms):
+            row.renormalise(self._decay.shrink(at_ms, row.ref_ms), at_ms)
+        return self._decay.growth(at_ms, row.ref_ms)
 
     def _decayed(self, item: str, at_ms: int, counts: dict[str, float]) -> float:
         """`n(item)` at `at_ms`, memoised in `counts` (one read serves every seed)."""
@@ -163,6 +205,8 @@ class CoOccurrence:
             return {}
         shrink = self._decay.shrink(at_ms, row.ref_ms)
         n_a = row.count * shrink
+        if n_a < FORGOTTEN:
+            return {}
         total = self._baskets.count * self._decay.shrink(at_ms, self._baskets.ref_ms)
         cosine = self._measure == "cosine"
         scores: dict[str, float] = {}
@@ -178,3 +222,19 @@ class CoOccurrence:
             else:
                 scores[other] = (pair / n_a) * (total / n_b)
         return scores
+
+
+def split_addition(
+    added: Sequence[str], existing: Sequence[str], max_basket: int
+) -> tuple[list[str], list[str]]:
+    """`learn_addition`'s basket: distinct added items, then distinct existing ones not added,
+    cut to `max_basket` items in all.
+
+    >>> split_addition(["a", "a", "b"], ["b", "c", "d"], max_basket=3)
+    (['a', 'b'], ['c'])
+    """
+    new = list(dict.fromkeys(added))[:max_basket]
+    fresh = set(new)
+    old = [b for b in dict.fromkeys(existing) if b not in fresh]
+    del old[max_basket - len(new) :]
+    return new, old

@@ -69,6 +69,8 @@ class Candidates(NamedTuple):
     trending: Sequence[tuple[str, float]] = ()
     category: str | None = None
     trending_in_category: Sequence[tuple[str, float]] = ()
+    exclude: frozenset[str] = frozenset()
+    """Never suggested as trending: the product on the page, and products bought recently."""
 
 
 class Item(NamedTuple):
@@ -219,7 +221,7 @@ def _next_best(state: JourneyState | None, journey_map: JourneyMap, scores: Scor
 
 def _trending(candidates: Candidates, taken: set[str]) -> list[Action]:
     actions: list[Action] = []
-    seen = set(taken)
+    seen = taken | candidates.exclude
     for reason, ranked in (
         ("trending_in_category", candidates.trending_in_category),
         ("trending_overall", candidates.trending),

@@ -95,6 +95,17 @@ class ConsumerMetrics(RunnerMetrics):
             "Newest event time applied per partition (Unix seconds): the labels' clock.",
             ["partition"], registry=registry,
         )  # fmt: skip
+        self.recommendation_feedback = Counter(
+            "parcours_recommendation_feedback_total",
+            "Served recommendations reported back, by action type and kind (view, click); "
+            "divide by parcours_recommendations_served_total for the click-through rate.",
+            ["type", "kind"], registry=registry,
+        )  # fmt: skip
+        self.catalog_updates = Counter(
+            "parcours_catalog_updates_total",
+            "Co-occurrence and trending updates learned from applied events.",
+            registry=registry,
+        )  # fmt: skip
 
 
 class ApiMetrics:
@@ -114,6 +125,11 @@ class ApiMetrics:
             "parcours_api_events_total",
             "Events received over HTTP by outcome (accepted, invalid, unavailable).",
             ["outcome"], registry=registry,
+        )  # fmt: skip
+        self.recommendations = Counter(
+            "parcours_recommendations_served_total",
+            "Recommendation actions served, by action type and page context.",
+            ["type", "context"], registry=registry,
         )  # fmt: skip
 
 

@@ -35,6 +35,12 @@ class LiveScorer:
         return self._predictor[1]
 
     @property
+    def version(self) -> str:
+        """The served snapshot's version, or 'untrained' before the first one is published."""
+        loaded = self.registry.current
+        return str(loaded.version) if loaded is not None else "untrained"
+
+    @property
     def training(self) -> TrainingState:
         return self.predictor.training
 

@@ -15,9 +15,11 @@ from models.errors import InvalidEvent
 from models.events import Event
 from service.api.context import ApiContext
 from service.api.middleware import MetricsMiddleware
+from service.api.recommender import Recommender
 from service.api.responses import problem
-from service.api.routes import events, journeys, meta, predictions
+from service.api.routes import events, journeys, meta, predictions, recommendations
 from service.bus import EventPublisher, ManagedProducer, ensure_parcours_topics, make_producer
+from service.catalog import catalog_store
 from service.errors import BusUnavailable, StoreUnavailable
 from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
@@ -58,14 +60,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await producer.start(wait_s=5.0)
         scorer = live_scorer(redis, redis_settings, settings.models, fold.map, model_metrics)
         await scorer.registry.refresh(force=True)
+        store = journey_store(
+            redis, prefix=redis_settings.key_prefix, ttl_days=redis_settings.journey_ttl_days
+        )
+        recommender = Recommender(
+            settings.recommend,
+            fold.map,
+            store,
+            catalog_store(redis, redis_settings.key_prefix, settings.recommend),
+            scorer,
+            metrics,
+        )
         app.state.context = ApiContext(
             settings=settings,
             journey_map=fold.map,
             decoder=decoder,
             redis=redis,
-            store=journey_store(
-                redis, prefix=redis_settings.key_prefix, ttl_days=redis_settings.journey_ttl_days
-            ),
+            store=store,
             producer=producer,
             publisher=EventPublisher(
                 producer, kafka.events_topic, timeout_s=kafka.produce_timeout_s
@@ -73,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics=metrics,
             scorer=scorer,
             snapshots=snapshot_store(redis, redis_settings),
+            recommender=recommender,
         )
         try:
             yield
@@ -86,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for router in (events.router, journeys.router, predictions.router, meta.router):
+    routers = (events, journeys, predictions, recommendations, meta)
+    for router in (module.router for module in routers):
         app.include_router(router)
     app.add_exception_handler(InvalidEvent, _invalid_event)
     app.add_exception_handler(StoreUnavailable, _unavailable)

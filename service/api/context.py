@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from models.events import EventDecoder
 from models.journeymap import JourneyMap
+from service.api.recommender import Recommender
 from service.bus import EventPublisher, ManagedProducer
 from service.metrics import ApiMetrics
 from service.scoring import LiveScorer
@@ -28,3 +29,4 @@ class ApiContext:
     metrics: ApiMetrics
     scorer: LiveScorer
     snapshots: SnapshotStore
+    recommender: Recommender

@@ -1,12 +1,31 @@
-"""ASGI middleware that counts and times every request by its route template."""
+"""ASGI middleware that gives every request an id, and counts and times it by route template.
+
+The id is the caller's `X-Request-ID` when it is a sane token (so a storefront can follow its
+own ids through our logs), else a fresh one; it is echoed in the response header, kept in
+`scope["state"]["request_id"]` for handlers and set for every log line of the request.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
+from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.logs import request_id
 from service.metrics import ApiMetrics
+
+_HEADER: Final = b"x-request-id"
+_SANE: Final = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == _HEADER and _SANE.match(value):
+            return str(value.decode())
+    return secrets.token_hex(8)
 
 
 class MetricsMiddleware:
@@ -20,11 +39,15 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        rid = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id.set(rid)
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (_HEADER, rid.encode())]
             await send(message)
 
         try:
@@ -35,3 +58,4 @@ class MetricsMiddleware:
             method = scope["method"]
             self._metrics.requests.labels(path, method, str(status)).inc()
             self._metrics.latency.labels(path, method).observe(time.perf_counter() - started)
+            request_id.reset(token)

@@ -61,7 +61,7 @@ class RecommendationsPublic(BaseModel):
     stage: str
     context: Context
     as_of: datetime = Field(description="event time the answer was computed at")
-    model_version: str = Field(description="the served model snapshot, or 'fallback'")
+    model_version: str = Field(description="the served model snapshot, or 'untrained'")
     recommendations: list[RecommendationPublic]
 
 

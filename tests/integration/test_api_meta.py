@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from models.events import event_json_schema
 from models.journeymap import load_journey_map
+from service.logs import JsonFormatter, RequestIdFilter, request_id
 from service.settings import Settings
 from tests.integration.api_fixtures import (
     Api,
@@ -149,3 +151,29 @@ async def test_get_metrics_after_accepted_and_invalid_posts_counts_both(api: Api
     assert _sample(text, "parcours_api_events_total", outcome="accepted") == 2
     assert _sample(text, "parcours_api_events_total", outcome="invalid") == 1
     assert _sample(text, "parcours_http_request_duration_seconds_count", **post) == 2
+
+
+async def test_every_response_carries_a_request_id_and_a_sane_caller_id_is_kept(api: Api) -> None:
+    fresh = await api.client.get("/healthz")
+    again = await api.client.get("/healthz")
+    kept = await api.client.get("/healthz", headers={"X-Request-ID": "shop-7.a_b"})
+    refused = await api.client.get("/healthz", headers={"X-Request-ID": "bad id\twith space"})
+
+    assert len(fresh.headers["x-request-id"]) == 16
+    assert fresh.headers["x-request-id"] != again.headers["x-request-id"]
+    assert kept.headers["x-request-id"] == "shop-7.a_b"
+    assert refused.headers["x-request-id"] not in ("bad id\twith space", "")
+
+
+def test_log_lines_carry_the_request_id_of_the_request_being_served() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    token = request_id.set("r-1")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        request_id.reset(token)
+    outside = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    RequestIdFilter().filter(outside)
+
+    assert json.loads(JsonFormatter().format(record))["request_id"] == "r-1"
+    assert "request_id" not in json.loads(JsonFormatter().format(outside))

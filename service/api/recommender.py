@@ -1,0 +1,160 @@
+"""Answering recommendation requests: one Redis round trip, then pure composition.
+
+For a batch of customers, one pipelined call reads each journey and its catalog candidates
+together (`service.catalog`); each journey is then scored at request time (abandonment risk
+grows while a cart sits idle) and composed into ranked actions (`models.recommend`). "Now" is
+event time: the newer of the journey's last event and the catalog's clock (the newest event
+it learned), so a replay of old data is answered on its own clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.journeymap import JourneyMap
+from models.predictions import point
+from models.recommend import Candidates, Context, Policy, Scores, recommend
+from models.state import JourneyState, decode_state
+from service.api.recommendation_schemas import render_answer
+from service.catalog import CatalogRead, CatalogStore, CatalogView
+from service.metrics import ApiMetrics
+from service.scoring import LiveScorer
+from service.settings import RecommendSettings
+from service.store import JourneyStore, split_value
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+TRENDING_SLACK = 5
+"""Trending read beyond `limit`: the composer drops the viewed and recently bought products."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One customer's request: where the storefront is asking from."""
+
+    customer_id: str
+    context: Context
+    limit: int
+    product_id: str | None = None
+    category: str | None = None
+
+
+class Recommender:
+    """Builds recommendation answers; one instance per API process."""
+
+    def __init__(
+        self,
+        settings: RecommendSettings,
+        journey_map: JourneyMap,
+        journeys: JourneyStore,
+        catalog: CatalogStore,
+        scorer: LiveScorer,
+        metrics: ApiMetrics,
+    ) -> None:
+        self._settings = settings
+        self._map = journey_map
+        self._journeys = journeys
+        self._catalog = catalog
+        self._scorer = scorer
+        self._metrics = metrics
+        self._bought_window_ms = int(settings.bought_window_days * DAY_MS)
+        self._policy = Policy(
+            risk_threshold=settings.risk_threshold,
+            idle_cart_ms=int(settings.idle_cart_minutes * 60_000),
+        )
+
+    async def answer(self, asks: Sequence[Ask], request_id: str) -> list[dict[str, Any]]:
+        """Answer bodies in request order; a batch's ids get `.<index>` after the request id."""
+        s = self._settings
+        reads = [
+            CatalogRead(
+                journey_key=self._journeys.key(ask.customer_id),
+                product_id=ask.product_id,
+                category=ask.category,
+                max_seeds=s.max_seeds,
+                per_seed=s.neighbours_per_seed,
+                min_support=s.min_support,
+                bought_window_ms=self._bought_window_ms,
+                accessories=ask.limit,
+                trending=ask.limit + TRENDING_SLACK,
+            )
+            for ask in asks
+        ]
+        views = await self._catalog.read(reads)
+        await self._scorer.refresh()
+        version = self._scorer.version
+        single = len(asks) == 1
+        return [
+            self._one(ask, view, request_id if single else f"{request_id}.{i}", version)
+            for i, (ask, view) in enumerate(zip(asks, views, strict=True))
+        ]
+
+    def _one(self, ask: Ask, view: CatalogView, rid: str, version: str) -> dict[str, Any]:
+        state = _journey(view.journey)
+        now_ms = max(view.clock_ms, state.last_event_at if state else 0)
+        scores = self._scores(state, now_ms)
+        candidates = Candidates(
+            accessories=view.accessories,
+            trending=view.trending,
+            category=view.category,
+            trending_in_category=view.category_trending,
+            exclude=self._excluded(ask, state),
+        )
+        actions = recommend(
+            state,
+            now_ms,
+            self._map,
+            candidates,
+            scores=scores,
+            context=ask.context,
+            limit=ask.limit,
+            policy=self._policy,
+        )
+        for action in actions:
+            self._metrics.recommendations.labels(action.type, ask.context).inc()
+        logger.debug("%d recommendations (%s)", len(actions), ask.context)
+        return render_answer(
+            ask.customer_id,
+            rid,
+            known=state is not None,
+            stage=state.stage if state else self._map.initial_stage,
+            context=ask.context,
+            as_of_ms=now_ms,
+            model_version=version,
+            actions=actions,
+        )
+
+    def _excluded(self, ask: Ask, state: JourneyState | None) -> frozenset[str]:
+        """The viewed product and the products bought within the window (event time)."""
+        out = {ask.product_id} if ask.product_id else set()
+        if state is not None:
+            since = state.last_event_at - self._bought_window_ms
+            out.update(p.product_id for p in state.purchases.recent_products if p.at >= since)
+        return frozenset(out)
+
+    def _scores(self, state: JourneyState | None, now_ms: int) -> Scores:
+        """The models at request time; the scores stored with the journey if scoring fails."""
+        if state is None:
+            return Scores()
+        try:
+            scored = self._scorer.score_many([point(state, now_ms)])[0]
+        except Exception:  # a model bug must not take the storefront's page down
+            logger.exception("scoring failed; serving the scores stored with the journey")
+            scored = state.predictions or {}
+        risk = scored.get("abandonment")
+        odds = scored.get("next_stage")
+        return Scores(
+            risk=risk["risk"] if risk else None,
+            next_stage=odds["probabilities"] if odds else None,
+        )
+
+
+def _journey(raw: bytes | None) -> JourneyState | None:
+    if raw is None:
+        return None
+    _, body = split_value(raw)
+    return decode_state(body) if body is not None else None

@@ -1,0 +1,100 @@
+"""What to show a customer now: one customer per page view, or a batch for email campaigns."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.events import Identifier
+from models.recommend import Context as PageContext
+from service.api.context import ApiContext
+from service.api.deps import Context
+from service.api.recommendation_schemas import BatchRecommendationsPublic, RecommendationsPublic
+from service.api.recommender import Ask
+from service.api.responses import OrjsonResponse
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+CustomerId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
+ProductId = Annotated[
+    str | None,
+    Query(min_length=1, max_length=128, pattern=ID_PATTERN, description="the product on the page"),
+]
+Category = Annotated[
+    str | None,
+    Query(min_length=1, max_length=256, description="trending in this category (default: "
+          "the category the customer viewed most)"),
+]  # fmt: skip
+Limit = Annotated[
+    int | None,
+    Query(ge=1, le=100, description="actions wanted (default and maximum are settings)"),
+]
+PageContextQuery = Annotated[PageContext, Query(description="where the answer will be shown")]
+
+
+class BatchRequest(BaseModel):
+    """Recommendations for many customers in one call (an email campaign's audience)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_ids: list[Identifier] = Field(min_length=1, max_length=1000)
+    context: PageContext = "email"
+    limit: int | None = Field(default=None, ge=1, le=100)
+    category: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+@router.get(
+    "/customers/{customer_id:path}/recommendations",
+    summary="Ranked actions to show this customer now",
+    response_model=RecommendationsPublic,
+)
+async def get_recommendations(
+    customer_id: CustomerId,
+    request: Request,
+    ctx: Context,
+    context: PageContextQuery = "home",
+    limit: Limit = None,
+    product_id: ProductId = None,
+    category: Category = None,
+) -> Any:
+    """Cart reminder, accessories, next best action and trending, ordered for `context`.
+
+    An unknown customer gets the cold-start answer (`known: false`), not a 404.
+    """
+    ask = Ask(customer_id, context, _limit(ctx, limit, ("query", "limit")), product_id, category)
+    [body] = await ctx.recommender.answer([ask], request.state.request_id)
+    return OrjsonResponse(body)
+
+
+@router.post(
+    "/recommendations:batch",
+    summary="Recommendations for up to `PARCOURS_RECOMMEND_MAX_BATCH` customers at once",
+    response_model=BatchRecommendationsPublic,
+)
+async def batch_recommendations(batch: BatchRequest, request: Request, ctx: Context) -> Any:
+    """The single-customer answer for each id, in request order (ids: `<request id>.<index>`)."""
+    most = ctx.settings.recommend.max_batch
+    if len(batch.customer_ids) > most:
+        _invalid(("body", "customer_ids"), f"at most {most} customers per request", "too_long")
+    limit = _limit(ctx, batch.limit, ("body", "limit"))
+    asks = [Ask(c, batch.context, limit, None, batch.category) for c in batch.customer_ids]
+    rid = request.state.request_id
+    results = await ctx.recommender.answer(asks, rid)
+    return OrjsonResponse({"request_id": rid, "results": results})
+
+
+def _limit(ctx: ApiContext, limit: int | None, loc: tuple[str, ...]) -> int:
+    settings = ctx.settings.recommend
+    if limit is None:
+        return min(settings.default_limit, settings.max_limit)
+    if limit > settings.max_limit:
+        _invalid(loc, f"at most {settings.max_limit} actions per customer", "less_than_equal")
+    return limit
+
+
+def _invalid(loc: tuple[str, ...], msg: str, kind: str) -> None:
+    raise RequestValidationError([{"loc": loc, "msg": msg, "type": kind}])
