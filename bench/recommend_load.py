@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -37,7 +38,7 @@ from typing import NamedTuple
 import orjson
 
 from bench.consumer_throughput import produce, timed_until_committed
-from bench.shoppers import PRODUCTS, events
+from bench.shoppers import PRODUCTS, customer_id, events
 from service.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from service.learning import snapshot_store
 from service.settings import RedisSettings
@@ -144,6 +145,22 @@ async def wait_until_serving(url: str, timeout_s: float = 60) -> bytes:
     raise TimeoutError(f"nothing served {url} in {timeout_s}s")
 
 
+async def answer_mix(base: str, customers: int, asked: int = 300) -> str:
+    """How many of a sample of answers hold each action type, to show the data is not trivial.
+
+    Asked for on the cart page, where every type can appear, for customers spread evenly.
+    """
+    counts: Counter[str] = Counter()
+    for n in range(1, customers + 1, max(1, customers // asked)):
+        url = f"{base}/v1/customers/{customer_id(n)}/recommendations?context=cart&limit=10"
+        body = orjson.loads(await asyncio.to_thread(_fetch, url))
+        counts.update({action["type"] for action in body["recommendations"]})
+        counts["answers"] += 1
+    answers = counts.pop("answers")
+    shares = ", ".join(f"{kind} {count / answers:.0%}" for kind, count in counts.most_common())
+    return f"of {answers} cart-page answers, share holding each action type: {shares}"
+
+
 def _fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
@@ -234,6 +251,8 @@ async def main(args: argparse.Namespace) -> None:
             for name, (base, resource) in endpoints.items():
                 body = await wait_until_serving(f"{base}/v1/customers/customer-000001/{resource}")
                 print(f"{name} serves /v1/customers/{{id}}/{resource}, e.g. {len(body)} bytes")
+            if args.target == "recommendations":
+                print(await answer_mix(endpoints["target"][0], args.customers))
             report(await measure(endpoints, args), args)
             if args.profile:
                 await profile(pids[0], endpoints["target"], args)
@@ -249,7 +268,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--target",
         choices=["recommendations", "journey"],
-        default="journey",
+        default="recommendations",
         help="the API endpoint under load: /v1/customers/{id}/<target>",
     )
     parser.add_argument("--duration", type=float, default=15, help="seconds per timed load")
