@@ -2,16 +2,18 @@
 
 Starts the embedded Tansu broker and a redis-server on free ports, feeds synthetic shoppers
 (`bench.shoppers`) through the real pipeline (`parcours consume` and `parcours train`) so Redis
-holds their journeys, label books and a model snapshot, then serves
+holds their journeys, label books, the co-occurrence and trending catalog and a model
+snapshot, then serves
   - target: the Parcours API (`service.api.app:create_app`), and
-  - reference: `bench.reference_api`, one Redis GET of the journey key, returned as is,
+  - reference: `bench.reference_api`, one Redis GET of the journey key, its JSON returned,
 with uvicorn, one worker each, the same options and the same Redis settings. Each run loads
-both endpoints in alternation, in two modes: as fast as wrk goes, and paced near a fixed rate
-(each connection waits between requests). Every request asks for a random customer and a page
-context (`bench/recommend_load.lua`). Prints requests/s and p50/p99 latency per run, the
-medians and the target/reference ratios.
+both endpoints in alternation, in two modes: as fast as wrk goes, and paced at a fixed rate
+(each wrk thread keeps a schedule; the achieved rate is reported). Every request asks for a
+random customer and a page context (`bench/recommend_load.lua`). Prints requests/s and p50/p99
+latency per run, the medians, the target/reference throughput ratios and the time redis-server
+spent per command.
 
-    python -m bench.recommend_load --customers 100000 --runs 3
+    python -m bench.recommend_load --runs 5 --profile profile.txt
 
 Needs wrk (`apt-get install wrk`); `--profile out.txt` (needs `pip install py-spy`) then
 samples the API process under maximum load, after the timed runs.
