@@ -125,7 +125,7 @@ def recommend(
         "abandoned_cart_reminder": _reminder(state, now_ms, scores, policy),
         "accessory": _accessories(candidates.accessories),
         "next_best_action": _next_best(state, journey_map, scores),
-        "trending": _trending(candidates, {a.product_id for a in candidates.accessories}),
+        "trending": _trending(candidates, {a.product_id for a in candidates.accessories}, limit),
     }
     order = PRIORITIES[context]
     chosen: dict[ActionType, list[Action]] = {kind: pools[kind][:1] for kind in order}
@@ -219,7 +219,8 @@ def _next_best(state: JourneyState | None, journey_map: JourneyMap, scores: Scor
     return [Action("next_best_action", round(probability, 6), reason, (), details)]
 
 
-def _trending(candidates: Candidates, taken: set[str]) -> list[Action]:
+def _trending(candidates: Candidates, taken: set[str], want: int) -> list[Action]:
+    """Up to `want` trending actions: the category's first, then overall, no repeats."""
     actions: list[Action] = []
     seen = taken | candidates.exclude
     for reason, ranked in (
@@ -227,15 +228,14 @@ def _trending(candidates: Candidates, taken: set[str]) -> list[Action]:
         ("trending_overall", candidates.trending),
     ):
         top = ranked[0][1] if ranked else 0.0
+        category = candidates.category if reason == "trending_in_category" else None
         for product_id, score in ranked:
+            if len(actions) >= want:
+                return actions
             if product_id in seen:
                 continue
             seen.add(product_id)
-            category = candidates.category if reason == "trending_in_category" else None
             relative = score / top if top > 0 else 0.0
-            actions.append(
-                Action(
-                    "trending", round(relative, 6), reason, (Item(product_id, category=category),)
-                )
-            )
+            items = (Item(product_id, category=category),)
+            actions.append(Action("trending", round(relative, 6), reason, items))
     return actions

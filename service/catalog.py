@@ -154,7 +154,12 @@ class CatalogStore:
         return [_view(reply) for reply in replies]
 
     async def _read_all(self, requests: Sequence[CatalogRead]) -> list[Any]:
-        # evalsha on the pipeline itself: a Script object would add a SCRIPT EXISTS round trip
+        # evalsha itself: a Script object would add a SCRIPT EXISTS round trip; one request
+        # (a page view, the common case) skips redis-py's pipeline machinery, which costs more
+        # client CPU than the command
+        if len(requests) == 1:
+            args = self._read_args(requests[0])
+            return [await self._redis.evalsha(self._read.sha, len(self._keys), *args)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for request in requests:
                 pipe.evalsha(self._read.sha, len(self._keys), *self._read_args(request))

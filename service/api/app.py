@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -90,9 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             recommender=recommender,
             subscriptions=SubscriptionStore(redis, prefix=redis_settings.key_prefix),
         )
+        # Everything built so far (models, maps, clients) lives as long as the process: keep
+        # it out of the cyclic collector's generations, which otherwise rescan it under load.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await producer.stop()
             await redis.aclose()
 

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from service.api.context import ApiContext
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
+    """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool per request."""
     return cast(ApiContext, request.app.state.context)
 
 

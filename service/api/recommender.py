@@ -137,14 +137,16 @@ class Recommender:
         return frozenset(out)
 
     def _scores(self, state: JourneyState | None, now_ms: int) -> Scores:
-        """The models at request time; the scores stored with the journey if scoring fails."""
+        """The models' view: rescored at request time when a cart is open (its risk grows
+        while it sits idle), else the scores stored with the journey at its newest event."""
         if state is None:
             return Scores()
-        try:
-            scored = self._scorer.score_many([point(state, now_ms)])[0]
-        except Exception:  # a model bug must not take the storefront's page down
-            logger.exception("scoring failed; serving the scores stored with the journey")
-            scored = state.predictions or {}
+        scored = state.predictions or {}
+        if state.cart.items:
+            try:
+                scored = self._scorer.score_many([point(state, now_ms)])[0]
+            except Exception:  # a model bug must not take the storefront's page down
+                logger.exception("scoring failed; serving the scores stored with the journey")
         risk = scored.get("abandonment")
         odds = scored.get("next_stage")
         return Scores(
