@@ -138,6 +138,76 @@ def recommend(
     return ranked[:limit]
 
 
+class Seeds(NamedTuple):
+    """What a request's accessories grow from, and what they may never be."""
+
+    seeds: tuple[tuple[str, SeedKind], ...]
+    banned: frozenset[str]
+    cart: frozenset[str]
+    bought: frozenset[str]
+    category: str | None
+
+
+def seeds_of(
+    state: JourneyState | None,
+    product_id: str | None,
+    category: str | None,
+    *,
+    max_seeds: int,
+    bought_window_ms: int,
+) -> Seeds:
+    """The viewed product, then the cart (last added first), then purchases (latest first),
+    at most `max_seeds`; banned: every seed, the cart, what was bought within the window
+    (event time, before the journey's last event). The category for trending is the asked
+    one, else the one viewed most (ties: the smaller name)."""
+    seeds: dict[str, SeedKind] = {}
+
+    def add(item: str, kind: SeedKind) -> None:
+        if len(seeds) < max_seeds and item not in seeds:
+            seeds[item] = kind
+
+    if product_id:
+        add(product_id, "viewed")
+    cart: frozenset[str] = frozenset()
+    bought: set[str] = set()
+    if state is not None:
+        cart = frozenset(state.cart.items)
+        for item in reversed(state.cart.items):
+            add(item, "cart")
+        since = state.last_event_at - bought_window_ms
+        for recent in reversed(state.purchases.recent_products):
+            if recent.at >= since:
+                bought.add(recent.product_id)
+            add(recent.product_id, "bought")
+        if not category and state.category_views:
+            views = state.category_views
+            category = min(views, key=lambda name: (-views[name], name))
+    banned = frozenset(seeds) | cart | bought
+    return Seeds(tuple(seeds.items()), banned, cart, frozenset(bought), category or None)
+
+
+def accessories_from(
+    seeds: Seeds, neighbours: Mapping[str, Sequence[tuple[str, float]]], n: int
+) -> list[Accessory]:
+    """Candidates scored by their summed cosine over the seeds, credited to the strongest
+    seed (the first on ties), best first (ties by id), never a banned product."""
+    totals: dict[str, float] = {}
+    credit: dict[str, tuple[float, int]] = {}
+    for j, (seed, _) in enumerate(seeds.seeds):
+        for item, score in neighbours.get(seed, ()):
+            if item in seeds.banned:
+                continue
+            if item in totals:
+                totals[item] += score
+                if score > credit[item][0]:
+                    credit[item] = (score, j)
+            else:
+                totals[item] = score
+                credit[item] = (score, j)
+    best = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [Accessory(item, total, *seeds.seeds[credit[item][1]]) for item, total in best]
+
+
 def recommendation_id(action_type: str, request_id: str, rank: int) -> str:
     """`<type>:<request id>:<rank>`: unique per served action, and names its type when reported."""
     return f"{action_type}:{request_id}:{rank}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -33,7 +33,7 @@ from models.cooccurrence import FORGOTTEN, split_addition
 from models.recommend import Accessory
 from models.state import SCHEMA_VERSION
 from models.trending import RENORMALISE_AFTER
-from service.catalog_scripts import LEARN, READ
+from service.catalog_scripts import LEARN, NEIGHBOURS, READ
 from service.errors import StoreUnavailable
 from service.settings import RecommendSettings
 from service.store import REDIS_ERRORS
@@ -78,6 +78,14 @@ class CatalogView:
     """The newest event time the catalog learned: event-time "now" for the request."""
 
 
+class Neighbourhood(NamedTuple):
+    """Items' scored neighbours and trending scopes' best items (`None`: overall), at `clock_ms`."""
+
+    clock_ms: int
+    neighbours: dict[str, tuple[tuple[str, float], ...]]
+    trending: dict[str | None, tuple[tuple[str, float], ...]]
+
+
 class CatalogStore:
     """Learns catalog updates exactly once and reads recommendations in one round trip.
 
@@ -107,6 +115,7 @@ class CatalogStore:
         self._max_basket = max_basket
         self._learn = redis.register_script(LEARN)
         self._read = redis.register_script(READ)
+        self._neighbours = redis.register_script(NEIGHBOURS)
 
     def pairs_key(self, item: str) -> str:
         return f"{self._base}pairs:{item}"
@@ -152,6 +161,31 @@ class CatalogStore:
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading the catalog: {exc}") from exc
         return [_view(reply) for reply in replies]
+
+    async def neighbourhood(
+        self,
+        items: Sequence[str],
+        scopes: Sequence[str | None],
+        *,
+        per_seed: int,
+        min_support: float,
+        trending: int,
+    ) -> Neighbourhood:
+        """What a cache keeps (`service.catalog_cache`), in one script call: each item's
+        neighbours by cosine (nothing excluded) and each trending scope's best items."""
+        args: list[str | int | float] = [
+            self._base, per_seed, max(min_support, FORGOTTEN), trending, *self._half_lives,
+            FORGOTTEN, len(items), *items, len(scopes), *(scope or "" for scope in scopes),
+        ]  # fmt: skip
+        try:
+            clock, per_item, per_scope = await self._neighbours(keys=self._keys[1:5], args=args)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading the catalog: {exc}") from exc
+        return Neighbourhood(
+            int(float(clock)),
+            {item: _scored(flat) for item, flat in zip(items, per_item, strict=True)},
+            {scope: _scored(flat) for scope, flat in zip(scopes, per_scope, strict=True)},
+        )
 
     async def _read_all(self, requests: Sequence[CatalogRead]) -> list[Any]:
         # evalsha itself: a Script object would add a SCRIPT EXISTS round trip; one request

@@ -41,6 +41,23 @@ local function ranked(x, y)
   if x[2] ~= y[2] then return x[2] > y[2] end
   return bytes_lt(x[1], y[1])
 end
+
+-- the `n` best members of `key`, fetching every member tied with the n-th when there are any
+local function best(key, n)
+  if n <= 0 then return {} end
+  local flat = redis.call('ZREVRANGE', key, 0, n, 'WITHSCORES')
+  if #flat > 2 * n and flat[2 * n] == flat[2 * n + 2] then
+    flat = redis.call('ZREVRANGEBYSCORE', key, '+inf', flat[2 * n], 'WITHSCORES')
+  end
+  local rows, tied = {}, false
+  for j = 1, #flat, 2 do
+    rows[#rows + 1] = {flat[j], tonumber(flat[j + 1])}
+    tied = tied or (j > 1 and flat[j + 1] == flat[j - 1])
+  end
+  if tied then table.sort(rows, ranked) end  -- Redis lists ties by greater id first
+  for j = #rows, n + 1, -1 do rows[j] = nil end
+  return rows
+end
 """
 
 LEARN: Final = (
@@ -194,23 +211,6 @@ local n_accessories, n_trending = tonumber(ARGV[8]), tonumber(ARGV[9])
 local pair_h, top_h = tonumber(ARGV[10]), tonumber(ARGV[11])
 local schema, forgotten = tonumber(ARGV[12]), tonumber(ARGV[13])
 
--- the `n` best members of `key`, fetching every member tied with the n-th when there are any
-local function best(key, n)
-  if n <= 0 then return {} end
-  local flat = redis.call('ZREVRANGE', key, 0, n, 'WITHSCORES')
-  if #flat > 2 * n and flat[2 * n] == flat[2 * n + 2] then
-    flat = redis.call('ZREVRANGEBYSCORE', key, '+inf', flat[2 * n], 'WITHSCORES')
-  end
-  local rows, tied = {}, false
-  for j = 1, #flat, 2 do
-    rows[#rows + 1] = {flat[j], tonumber(flat[j + 1])}
-    tied = tied or (j > 1 and flat[j + 1] == flat[j - 1])
-  end
-  if tied then table.sort(rows, ranked) end  -- Redis lists ties by greater id first
-  for j = #rows, n + 1, -1 do rows[j] = nil end
-  return rows
-end
-
 -- the journey's state, if it is one this script knows how to read (see service.catalog)
 local function journey(raw)
   if not raw then return nil end
@@ -339,5 +339,86 @@ return {
   raw or false, category ~= '' and category or false,
   accessories, trending('', TOP), in_category, num(clock),
 }
+"""
+)
+
+NEIGHBOURS: Final = (
+    _COMMON
+    + """
+-- What a cache of the catalog holds: per item, its neighbours scored by cosine (decayed to
+-- the clock, `min_support` applied, nothing excluded: exclusions are per request); per
+-- trending scope ('' overall, else a category), its best items with decayed scores.
+-- KEYS: clock, n, ref, trending refs
+-- ARGV: key base, per_seed, min_support, trending, pair half-life, trending half-life,
+--   forgotten, item count, items..., scope count, scopes...
+local CLOCK, N, REF, TREF = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local base = ARGV[1]
+local per_seed, min_support, n_trending = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local pair_h, top_h, forgotten = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local n_items = tonumber(ARGV[8])
+local items, scopes = {}, {}
+for j = 1, n_items do items[j] = ARGV[8 + j] end
+for j = 1, tonumber(ARGV[9 + n_items]) do scopes[j] = ARGV[9 + n_items + j] end
+local clock = tonumber(redis.call('GET', CLOCK) or '0')
+
+local lists, want, wanted = {}, {}, {}
+local function need(item)
+  if not wanted[item] then
+    wanted[item] = true
+    want[#want + 1] = item
+  end
+end
+for j, s in ipairs(items) do
+  need(s)
+  lists[j] = best(base .. 'pairs:' .. s, per_seed)
+  for _, row in ipairs(lists[j]) do need(row[1]) end
+end
+
+local count, row_shrink = {}, {}
+for from = 1, #want, 1000 do
+  local chunk = {}
+  for j = from, math.min(from + 999, #want) do chunk[#chunk + 1] = want[j] end
+  local ns = redis.call('HMGET', N, unpack(chunk))
+  local refs = redis.call('HMGET', REF, unpack(chunk))
+  for j, item in ipairs(chunk) do
+    if ns[j] and refs[j] then
+      row_shrink[item] = shrink(pair_h, clock, tonumber(refs[j]))
+      count[item] = tonumber(ns[j]) * row_shrink[item]
+    else
+      count[item] = 0.0
+    end
+  end
+end
+
+local per_item = {}
+for j, s in ipairs(items) do
+  local flat, n_a = {}, count[s]
+  if n_a >= forgotten then
+    for _, row in ipairs(lists[j]) do
+      local b = row[1]
+      local pair = row[2] * row_shrink[s]
+      if b ~= s and pair >= min_support and count[b] >= forgotten then
+        flat[#flat + 1] = b
+        flat[#flat + 1] = num(pair / math.sqrt(n_a * count[b]))
+      end
+    end
+  end
+  per_item[j] = flat
+end
+
+local per_scope = {}
+for j, scope in ipairs(scopes) do
+  local key = scope == '' and (base .. 'top') or (base .. 'top:' .. scope)
+  local ref, flat = redis.call('HGET', TREF, scope), {}
+  if ref and n_trending > 0 then
+    local f = shrink(top_h, clock, tonumber(ref))
+    for _, row in ipairs(best(key, n_trending)) do
+      flat[#flat + 1] = row[1]
+      flat[#flat + 1] = num(row[2] * f)
+    end
+  end
+  per_scope[j] = flat
+end
+return {num(clock), per_item, per_scope}
 """
 )

@@ -18,11 +18,12 @@ from models.errors import InvalidEvent
 from models.events import Event
 from service.api.context import ApiContext
 from service.api.middleware import MetricsMiddleware
-from service.api.recommender import Recommender
+from service.api.recommender import TRENDING_SLACK, Recommender
 from service.api.responses import problem
 from service.api.routes import events, journeys, meta, predictions, recommendations, webhooks
 from service.bus import EventPublisher, ManagedProducer, ensure_parcours_topics, make_producer
 from service.catalog import catalog_store
+from service.catalog_cache import CatalogCache
 from service.errors import BusUnavailable, StoreUnavailable
 from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
@@ -67,14 +68,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = journey_store(
             redis, prefix=redis_settings.key_prefix, ttl_days=redis_settings.journey_ttl_days
         )
-        recommender = Recommender(
-            settings.recommend,
-            fold.map,
-            store,
-            catalog_store(redis, redis_settings.key_prefix, settings.recommend),
-            scorer,
-            metrics,
-        )
+        recommend = settings.recommend
+        catalog = catalog_store(redis, redis_settings.key_prefix, recommend)
+        cache = None
+        if recommend.cache_ttl_s > 0:
+            cache = CatalogCache(
+                catalog,
+                ttl_s=recommend.cache_ttl_s,
+                max_entries=recommend.cache_entries,
+                per_seed=recommend.neighbours_per_seed,
+                min_support=recommend.min_support,
+                trending=2 * recommend.max_limit + TRENDING_SLACK,
+            )
+        recommender = Recommender(recommend, fold.map, store, catalog, scorer, metrics, cache)
         app.state.context = ApiContext(
             settings=settings,
             journey_map=fold.map,

@@ -16,10 +16,19 @@ from typing import Any
 
 from models.journeymap import JourneyMap
 from models.predictions import point
-from models.recommend import Candidates, Context, Policy, Scores, recommend
+from models.recommend import (
+    Candidates,
+    Context,
+    Policy,
+    Scores,
+    accessories_from,
+    recommend,
+    seeds_of,
+)
 from models.state import JourneyState, decode_state
 from service.api.recommendation_schemas import render_answer
-from service.catalog import CatalogRead, CatalogStore, CatalogView
+from service.catalog import CatalogRead, CatalogStore
+from service.catalog_cache import CatalogCache
 from service.metrics import ApiMetrics
 from service.scoring import LiveScorer
 from service.settings import RecommendSettings
@@ -43,6 +52,10 @@ class Ask:
     category: str | None = None
 
 
+_Prepared = tuple[JourneyState | None, Candidates, int]
+"""A request's journey, its catalog candidates, and the catalog's clock."""
+
+
 class Recommender:
     """Builds recommendation answers; one instance per API process."""
 
@@ -54,6 +67,7 @@ class Recommender:
         catalog: CatalogStore,
         scorer: LiveScorer,
         metrics: ApiMetrics,
+        cache: CatalogCache | None = None,
     ) -> None:
         self._settings = settings
         self._map = journey_map
@@ -61,6 +75,7 @@ class Recommender:
         self._catalog = catalog
         self._scorer = scorer
         self._metrics = metrics
+        self._cache = cache
         self._bought_window_ms = int(settings.bought_window_days * DAY_MS)
         self._policy = Policy(
             risk_threshold=settings.risk_threshold,
@@ -69,6 +84,56 @@ class Recommender:
 
     async def answer(self, asks: Sequence[Ask], request_id: str) -> list[dict[str, Any]]:
         """Answer bodies in request order; a batch's ids get `.<index>` after the request id."""
+        if self._cache is not None:
+            prepared = await self._from_cache(asks)
+        else:
+            prepared = await self._exact(asks)
+        await self._scorer.refresh()
+        version = self._scorer.version
+        single = len(asks) == 1
+        return [
+            self._compose(ask, state, candidates, clock_ms, rid, version)
+            for i, (ask, (state, candidates, clock_ms)) in enumerate(
+                zip(asks, prepared, strict=True)
+            )
+            for rid in [request_id if single else f"{request_id}.{i}"]
+        ]
+
+    async def _from_cache(self, asks: Sequence[Ask]) -> list[_Prepared]:
+        """One MGET of the journeys; catalog entries from the cache, the stale ones fetched
+        together in one script call."""
+        assert self._cache is not None
+        s = self._settings
+        stored = await self._journeys.load_many([ask.customer_id for ask in asks])
+        states = [decode_state(x.state) if x.state is not None else None for x in stored]
+        plans = [
+            seeds_of(
+                state, ask.product_id, ask.category,
+                max_seeds=s.max_seeds, bought_window_ms=self._bought_window_ms,
+            )
+            for ask, state in zip(asks, states, strict=True)
+        ]  # fmt: skip
+        neighbours, trending = await self._cache.fetch(
+            (seed for plan in plans for seed, _ in plan.seeds),
+            [None, *(plan.category for plan in plans if plan.category)],
+        )
+        clock = self._cache.clock_ms
+        prepared: list[_Prepared] = []
+        for ask, state, plan in zip(asks, states, plans, strict=True):
+            viewed = {ask.product_id} if ask.product_id else set()
+            candidates = Candidates(
+                accessories=accessories_from(plan, neighbours, ask.limit),
+                trending=trending[None],
+                category=plan.category,
+                trending_in_category=trending.get(plan.category, ()) if plan.category else (),
+                exclude=plan.cart | plan.bought | viewed,
+            )
+            prepared.append((state, candidates, clock))
+        return prepared
+
+    async def _exact(self, asks: Sequence[Ask]) -> list[_Prepared]:
+        """Uncached: each journey and its candidates scored inside Redis, one script call each,
+        pipelined."""
         s = self._settings
         reads = [
             CatalogRead(
@@ -84,26 +149,30 @@ class Recommender:
             )
             for ask in asks
         ]
-        views = await self._catalog.read(reads)
-        await self._scorer.refresh()
-        version = self._scorer.version
-        single = len(asks) == 1
-        return [
-            self._one(ask, view, request_id if single else f"{request_id}.{i}", version)
-            for i, (ask, view) in enumerate(zip(asks, views, strict=True))
-        ]
+        prepared: list[_Prepared] = []
+        for ask, view in zip(asks, await self._catalog.read(reads), strict=True):
+            state = _journey(view.journey)
+            candidates = Candidates(
+                accessories=view.accessories,
+                trending=view.trending,
+                category=view.category,
+                trending_in_category=view.category_trending,
+                exclude=self._excluded(ask, state),
+            )
+            prepared.append((state, candidates, view.clock_ms))
+        return prepared
 
-    def _one(self, ask: Ask, view: CatalogView, rid: str, version: str) -> dict[str, Any]:
-        state = _journey(view.journey)
-        now_ms = max(view.clock_ms, state.last_event_at if state else 0)
+    def _compose(
+        self,
+        ask: Ask,
+        state: JourneyState | None,
+        candidates: Candidates,
+        clock_ms: int,
+        rid: str,
+        version: str,
+    ) -> dict[str, Any]:
+        now_ms = max(clock_ms, state.last_event_at if state else 0)
         scores = self._scores(state, now_ms)
-        candidates = Candidates(
-            accessories=view.accessories,
-            trending=view.trending,
-            category=view.category,
-            trending_in_category=view.category_trending,
-            exclude=self._excluded(ask, state),
-        )
         actions = recommend(
             state,
             now_ms,

@@ -101,8 +101,11 @@ class Pipeline:
         return body
 
 
-@pytest.fixture
-async def pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
+@pytest.fixture(params=[5.0, 0.0], ids=["cached", "exact"])
+async def pipeline(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Pipeline]:
+    """The pipeline, answered from the API's catalog cache or scored inside Redis per request."""
+    recommend = settings.recommend.model_copy(update={"cache_ttl_s": request.param})
+    settings = settings.model_copy(update={"recommend": recommend})
     await ensure_parcours_topics(settings)
     registry = CollectorRegistry()
     stop = asyncio.Event()

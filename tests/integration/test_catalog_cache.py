@@ -1,0 +1,106 @@
+"""The API's catalog cache: the same candidates as the exact in-Redis read, fewer calls."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from models.recommend import accessories_from, seeds_of
+from service.catalog import CatalogRead
+from service.catalog_cache import CatalogCache
+from tests.integration.catalog_fixtures import (
+    CATEGORIES,
+    DAY,
+    ITEMS,
+    T0,
+    Catalogs,
+    catalog_fixture,  # noqa: F401 - the `catalog` fixture
+    journey,
+    update_stream,
+)
+
+WINDOW = 3 * DAY
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _calls(catalog: Catalogs) -> int:
+    stats = await catalog.redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_cached_candidates_equal_the_exact_read_for_random_journeys(
+    catalog: Catalogs, seed: int
+) -> None:
+    rng = random.Random(seed)
+    store, _ = catalog.pair(top_k=8)
+    await store.learn(update_stream(rng, carts=60, span_ms=10 * DAY))
+    cache = CatalogCache(
+        store, ttl_s=60, max_entries=1000, per_seed=5, min_support=0.3, trending=40
+    )
+    for n in range(12):
+        state = journey(
+            cart=rng.sample(ITEMS, rng.randint(0, 3)),
+            bought=[(p, T0 + rng.randrange(20 * DAY)) for p in rng.sample(ITEMS, 3)],
+            last_event_at=T0 + 20 * DAY,
+            category_views={c: rng.randint(1, 3) for c in rng.sample(CATEGORIES, 2)},
+        )
+        key = f"c{n}"
+        await catalog.put_journey(key, state)
+        product = rng.choice([None, *ITEMS])
+        [exact] = await store.read(
+            [
+                CatalogRead(
+                    journey_key=catalog.journey_key(key), product_id=product, max_seeds=4,
+                    per_seed=5, min_support=0.3, bought_window_ms=WINDOW, accessories=6,
+                    trending=6,
+                )
+            ]
+        )  # fmt: skip
+        plan = seeds_of(state, product, None, max_seeds=4, bought_window_ms=WINDOW)
+        neighbours, trending = await cache.fetch([s for s, _ in plan.seeds], [None, plan.category])
+
+        cached = accessories_from(plan, neighbours, 6)
+        assert [(a.product_id, a.seed, a.seed_kind) for a in cached] == [
+            (a.product_id, a.seed, a.seed_kind) for a in exact.accessories
+        ]
+        assert [a.score for a in cached] == pytest.approx([a.score for a in exact.accessories])
+        assert plan.category == exact.category
+        top = [(i, s) for i, s in trending[None] if i not in plan.cart][:6]
+        assert [i for i, _ in top] == [i for i, _ in exact.trending]
+        assert [s for _, s in top] == pytest.approx([s for _, s in exact.trending])
+        assert cache.clock_ms == exact.clock_ms
+
+
+async def test_cache_serves_fresh_entries_without_redis_and_refetches_stale_ones(
+    catalog: Catalogs,
+) -> None:
+    store, _ = catalog.pair()
+    await store.learn(update_stream(random.Random(9), carts=10, span_ms=DAY))
+    clock = Clock()
+    cache = CatalogCache(
+        store, ttl_s=5, max_entries=2, per_seed=5, min_support=0.0, trending=5, clock=clock
+    )
+
+    before = await _calls(catalog)
+    first = await cache.fetch(["sku:1", "sku:2"], [None])
+    clock.now = 4.9
+    again = await cache.fetch(["sku:1", "sku:2"], [None])
+    assert await _calls(catalog) == before + 1  # the second answer came from memory
+    assert again == first
+
+    clock.now = 5.0
+    await cache.fetch(["sku:1"], [None])
+    assert await _calls(catalog) == before + 2  # stale: fetched again
+
+    await cache.fetch(["sku:3"], [])  # a third item: the oldest (sku:2) is dropped
+    await cache.fetch(["sku:2"], [])
+    assert await _calls(catalog) == before + 4
