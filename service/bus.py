@@ -91,12 +91,13 @@ async def ensure_topics(
 
 async def ensure_parcours_topics(settings: Settings) -> list[str]:
     """Create every topic the configured roles use; returns their names."""
-    kafka, models = settings.kafka, settings.models
+    kafka, models, webhooks = settings.kafka, settings.models, settings.webhooks
     names = [kafka.events_topic, kafka.dead_letter_topic]
     partitions: dict[str, int] = {}
     if models.enabled:
         names += [models.samples_topic, samples_dead_letter_topic(settings)]
         partitions = dict.fromkeys(names[2:], models.samples_partitions)
+    names += [webhooks.triggers_topic, webhooks.dead_letter_topic]  # keyed by customer id
     await ensure_topics(kafka, names, partitions)
     return names
 
