@@ -59,20 +59,17 @@ class OffsetTracker:
             records[offset] -= 1
 
     def committable(self, partition: int) -> int | None:
-        """The next offset to commit if it moved since last asked, else None."""
+        """The offset `partition` may commit now (None until its first record is done)."""
         records = self._open.get(partition)
         if records is None:
             return None
-        advanced = None
         while records:
             offset, remaining = next(iter(records.items()))
             if remaining:
                 break
             records.popitem(last=False)
-            advanced = offset + 1
-        if advanced is not None:
-            self._next[partition] = advanced
-        return advanced
+            self._next[partition] = offset + 1
+        return self._next.get(partition)
 
     def pending(self, partition: int | None = None) -> int:
         """Unsettled deliveries, in one partition or all of them."""

@@ -17,15 +17,18 @@ from service.api.context import ApiContext
 from service.api.middleware import MetricsMiddleware
 from service.api.recommender import Recommender
 from service.api.responses import problem
-from service.api.routes import events, journeys, meta, predictions, recommendations
+from service.api.routes import deliveries, events, journeys, meta, predictions, recommendations
 from service.bus import EventPublisher, ManagedProducer, ensure_parcours_topics, make_producer
 from service.catalog import catalog_store
+from service.deliveries import DeliveryStore
 from service.errors import BusUnavailable, StoreUnavailable
 from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
 from service.metrics import ApiMetrics, ModelMetrics
 from service.settings import Settings, get_settings
 from service.store import connect_redis, journey_store
+from service.subscriptions import SubscriptionStore
+from service.webhook_sender import WebhookSender, make_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             scorer,
             metrics,
         )
+        webhooks = settings.webhooks
+        http_client = make_http_client(webhooks)
         app.state.context = ApiContext(
             settings=settings,
             journey_map=fold.map,
@@ -85,10 +90,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             scorer=scorer,
             snapshots=snapshot_store(redis, redis_settings),
             recommender=recommender,
+            subscriptions=SubscriptionStore(redis, prefix=redis_settings.key_prefix),
+            deliveries=DeliveryStore(
+                redis,
+                prefix=redis_settings.key_prefix,
+                log_length=webhooks.delivery_log_length,
+                dead_kept_s=webhooks.dead_kept_days * 86_400,
+            ),
+            webhook_sender=WebhookSender(http_client, webhooks),
         )
         try:
             yield
         finally:
+            await http_client.aclose()
             await producer.stop()
             await redis.aclose()
 
@@ -98,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    routers = (events, journeys, predictions, recommendations, meta)
+    routers = (events, journeys, predictions, recommendations, deliveries, meta)
     for router in (module.router for module in routers):
         app.include_router(router)
     app.add_exception_handler(InvalidEvent, _invalid_event)
