@@ -84,13 +84,20 @@ def triggers(count: int, kind: TriggerType = "cart.abandoned", tag: str = "") ->
             "retail",
             1_700_000_000_000 + i,
             {"cart": {"value": 10.0 + i}, "stage": "decision"},
-        )  # fmt: skip
+        )
         for i in range(count)
     ]
 
 
 @pytest.fixture(name="dispatch")
 async def dispatch_fixture(settings: Settings) -> AsyncIterator[Dispatch]:
+    async with dispatching(settings) as dispatch:
+        yield dispatch
+
+
+@contextlib.asynccontextmanager
+async def dispatching(settings: Settings) -> AsyncIterator[Dispatch]:
+    """A dispatcher (not started yet) with its stores; stops it and the receivers on exit."""
     await ensure_parcours_topics(settings)
     redis = connect_redis(settings.redis.url, socket_timeout_s=1.0, max_connections=8)
     prefix = settings.redis.key_prefix
