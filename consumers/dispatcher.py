@@ -67,6 +67,7 @@ class Dispatcher:
         self._subs: list[Subscription] | None = None
         self._version = -1
         self._lanes: dict[str, Lane] = {}
+        self._writes: set[asyncio.Task[None]] = set()
         self.crashed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def refresh_subscriptions(self) -> None:
@@ -162,9 +163,20 @@ class Dispatcher:
         delay = self._policy.next_delay(result, delivery.attempts, self._unit())
         if delay is not None:
             await self._log(delivery, result, "retrying")
-            await self._park(job, self._clock() + delay, "retry")
+            await self._park(job, self._retry_due(lane, delay), "retry")
         else:
             await self._dead(job, delivery, result)
+
+    def _retry_due(self, lane: Lane, delay: float) -> float:
+        """When to try again; behind the deliveries already waiting if the breaker is open.
+
+        Otherwise a failed probe would come due first again and be the next probe, using up
+        one delivery's attempts on a receiver that is down while the others wait untouched.
+        """
+        due = self._clock() + delay
+        if lane.breaker.state == "open":
+            due = max(due, lane.breaker.retry_at + max(delay, 0.001))
+        return due
 
     async def _delivered(self, job: Job, delivery: PendingDelivery, result: AttemptResult) -> None:
         await self._log(delivery, result, "delivered")
@@ -223,6 +235,8 @@ class Dispatcher:
         task = asyncio.create_task(
             self._deliveries.save_breaker(lane.sub.id, lane.breaker.snapshot())
         )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
         task.add_done_callback(_ignore_failure)
 
     def _lane(self, sub: Subscription) -> Lane:
