@@ -91,15 +91,14 @@ async def ensure_topics(
 
 async def ensure_parcours_topics(settings: Settings) -> list[str]:
     """Create every topic the configured roles use; returns their names."""
-    kafka, models = settings.kafka, settings.models
-    names = [kafka.events_topic, kafka.dead_letter_topic]
-    if settings.triggers.enabled:
-        names.append(settings.triggers.topic)
+    kafka, models, webhooks = settings.kafka, settings.models, settings.webhooks
+    names = [kafka.events_topic, kafka.dead_letter_topic, settings.triggers.topic]
     partitions: dict[str, int] = {}
     if models.enabled:
         samples = [models.samples_topic, samples_dead_letter_topic(settings)]
         names += samples
         partitions = dict.fromkeys(samples, models.samples_partitions)
+    names.append(webhooks.dead_letter_topic)  # triggers and their dead letters: by customer
     await ensure_topics(kafka, names, partitions)
     return names
 

@@ -79,6 +79,14 @@ def train() -> None:
     _run_worker(run_trainer)
 
 
+@app.command()
+def dispatch() -> None:
+    """Deliver triggers to subscribed webhooks: signed, retried, dead-lettered."""
+    from consumers.dispatcher_worker import run_dispatcher
+
+    _run_worker(run_dispatcher)
+
+
 def _run_worker(worker: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Run a worker until SIGINT or SIGTERM; a `ParcoursError` becomes the exit code."""
     settings = _settings()

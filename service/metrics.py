@@ -213,3 +213,58 @@ class TrainerMetrics:
             "From a sample's publication to the snapshot that includes it being published.",
             buckets=_LAG_BUCKETS, registry=registry,
         )  # fmt: skip
+
+
+class DispatcherMetrics(RunnerMetrics):
+    """The webhook dispatcher: attempts, outcomes, latency and lag, breakers, parked backlog."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        super().__init__(registry)
+        self.triggers = Counter(
+            "parcours_webhook_triggers_consumed_total",
+            "Trigger records read, by result (fanned_out, unmatched, invalid).",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        self.attempts = Counter(
+            "parcours_webhook_attempts_total",
+            "HTTP attempts, by result class (2xx, 4xx, 429, 5xx, error, refused).",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        self.attempt_seconds = Histogram(
+            "parcours_webhook_attempt_duration_seconds", "Duration of one HTTP attempt.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.deliveries = Counter(
+            "parcours_webhook_deliveries_total",
+            "Deliveries finished, by outcome (delivered, dead_lettered, dropped).",
+            ["outcome"], registry=registry,
+        )  # fmt: skip
+        self.dead_lettered = Counter(
+            "parcours_webhook_dead_lettered_total",
+            "Deliveries dead-lettered, by reason (exhausted, rejected, refused).",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.parked = Counter(
+            "parcours_webhook_parked_total",
+            "Deliveries parked in Redis, by reason (retry, breaker_open, backlog).",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.parked_backlog = Gauge(
+            "parcours_webhook_parked_deliveries", "Deliveries parked in Redis, waiting.",
+            registry=registry,
+        )  # fmt: skip
+        self.breaker = Gauge(
+            "parcours_webhook_breaker_state",
+            "Circuit breaker per subscription: 0 closed, 1 half-open, 2 open.",
+            ["subscription"], registry=registry,
+        )  # fmt: skip
+        self.delivery_lag = Histogram(
+            "parcours_webhook_delivery_lag_seconds",
+            "From the trigger record's Kafka timestamp to the receiver's 2xx.",
+            buckets=_LAG_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.pending = Gauge(
+            "parcours_webhook_pending_deliveries",
+            "Deliveries in memory (queued or in flight) holding back their partition's commit.",
+            registry=registry,
+        )  # fmt: skip

@@ -199,6 +199,34 @@ class WebhookSettings(_Group):
     resolve_timeout_s: float = Field(
         default=2.0, gt=0, description="how long resolving a target's host name may take"
     )
+    dead_letter_topic: str = "parcours.triggers.dlq"
+    dispatcher_group: str = "parcours-dispatcher"
+    timeout_s: float = Field(default=10.0, gt=0, description="whole HTTP attempt, connect to body")
+    max_attempts: int = Field(default=8, ge=1, description="attempts before dead-lettering")
+    backoff_base_s: float = Field(default=1.0, gt=0, description="ceiling of the first retry delay")
+    backoff_max_s: float = Field(default=600.0, gt=0, description="largest retry delay")
+    retry_after_max_s: float = Field(default=3600.0, ge=0, description="Retry-After honoured up to")
+    concurrency: int = Field(default=4, ge=1, le=256, description="attempts in flight per endpoint")
+    max_backlog: int = Field(
+        default=200, ge=0, description="deliveries queued per endpoint before the rest are parked"
+    )
+    max_pending: int = Field(
+        default=10_000, ge=1, description="unsettled deliveries before the dispatcher stops reading"
+    )
+    breaker_failures: int = Field(default=5, ge=1, description="consecutive failures that open it")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, description="first open period")
+    breaker_max_cooldown_s: float = Field(default=600.0, gt=0, description="longest open period")
+    park_poll_s: float = Field(default=1.0, gt=0, description="how often parked deliveries are due")
+    park_lease_s: float = Field(
+        default=60.0, gt=0, description="a claimed parked delivery is re-offered after this"
+    )
+    delivery_log_length: int = Field(default=200, ge=1, description="attempts kept per endpoint")
+    dead_kept_days: float = Field(
+        default=14.0, gt=0, description="dead-lettered deliveries kept for redelivery"
+    )
+    max_connections: int = Field(default=100, ge=1, description="HTTP connections per process")
+    subscriptions_refresh_s: float = Field(default=2.0, gt=0)
+    metrics_port: int = Field(default=9466, ge=0, le=65535, description="0 disables")
 
 
 class LogSettings(_Group):

@@ -20,6 +20,7 @@ from service.settings import (
     RedisSettings,
     Settings,
     TriggerSettings,
+    WebhookSettings,
 )
 
 
@@ -44,7 +45,11 @@ def redis_url() -> Iterator[str]:
 
 
 def make_settings(
-    kafka_bootstrap: str, redis_url: str, models: dict[str, object] | None = None, **kafka: object
+    kafka_bootstrap: str,
+    redis_url: str,
+    models: dict[str, object] | None = None,
+    webhooks: dict[str, object] | None = None,
+    **kafka: object,
 ) -> Settings:
     """Settings isolated to one test: fresh topics, group and key prefix; quick group joins."""
     tag = uuid.uuid4().hex[:10]
@@ -74,6 +79,23 @@ def make_settings(
                 "trainer_metrics_port": 0,
                 "reload_interval_s": 0.1,
                 **(models or {}),
+            }
+        ),
+        webhooks=WebhookSettings.model_validate(
+            {
+                "dead_letter_topic": f"triggers-dlq-{tag}",
+                "dispatcher_group": f"dispatcher-{tag}",
+                "timeout_s": 1.0,
+                "backoff_base_s": 0.05,
+                "backoff_max_s": 0.2,
+                "retry_after_max_s": 1.0,
+                "breaker_cooldown_s": 0.5,
+                "breaker_max_cooldown_s": 2.0,
+                "park_poll_s": 0.05,
+                "park_lease_s": 5.0,
+                "subscriptions_refresh_s": 0.1,
+                "metrics_port": 0,
+                **(webhooks or {}),
             }
         ),
     )

@@ -208,6 +208,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PARCOURS_MODELS_TRAINER_GROUP": settings.models.trainer_group,
         "PARCOURS_MODELS_TRAINER_METRICS_PORT": "0",
         "PARCOURS_MODELS_RELOAD_INTERVAL_S": str(settings.models.reload_interval_s),
+        **{
+            f"PARCOURS_WEBHOOKS_{name.upper()}": str(value)
+            for name, value in settings.webhooks.model_dump().items()
+        },
     }
 
 

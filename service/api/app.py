@@ -20,10 +20,19 @@ from service.api.context import ApiContext
 from service.api.middleware import MetricsMiddleware
 from service.api.recommender import TRENDING_SLACK, Recommender
 from service.api.responses import problem
-from service.api.routes import events, journeys, meta, predictions, recommendations, webhooks
+from service.api.routes import (
+    deliveries,
+    events,
+    journeys,
+    meta,
+    predictions,
+    recommendations,
+    webhooks,
+)
 from service.bus import EventPublisher, ManagedProducer, ensure_parcours_topics, make_producer
 from service.catalog import catalog_store
 from service.catalog_cache import CatalogCache
+from service.deliveries import DeliveryStore
 from service.errors import BusUnavailable, StoreUnavailable
 from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
@@ -31,6 +40,7 @@ from service.metrics import ApiMetrics, ModelMetrics
 from service.settings import Settings, get_settings
 from service.store import connect_redis, journey_store
 from service.subscriptions import SubscriptionStore
+from service.webhook_sender import WebhookSender, make_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 trending=2 * recommend.max_limit + TRENDING_SLACK,
             )
         recommender = Recommender(recommend, fold.map, store, catalog, scorer, metrics, cache)
+        webhook_settings = settings.webhooks
+        http_client = make_http_client(webhook_settings)
         app.state.context = ApiContext(
             settings=settings,
             journey_map=fold.map,
@@ -96,6 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             snapshots=snapshot_store(redis, redis_settings),
             recommender=recommender,
             subscriptions=SubscriptionStore(redis, prefix=redis_settings.key_prefix),
+            deliveries=DeliveryStore(
+                redis,
+                prefix=redis_settings.key_prefix,
+                log_length=webhook_settings.delivery_log_length,
+                dead_kept_s=webhook_settings.dead_kept_days * 86_400,
+            ),
+            webhook_sender=WebhookSender(http_client, webhook_settings),
         )
         # Everything built so far (models, maps, clients) lives as long as the process: keep
         # it out of the cyclic collector's generations, which otherwise rescan it under load.
@@ -105,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             gc.unfreeze()
+            await http_client.aclose()
             await producer.stop()
             await redis.aclose()
 
@@ -114,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    routers = (events, journeys, predictions, recommendations, webhooks, meta)
+    routers = (events, journeys, predictions, recommendations, webhooks, deliveries, meta)
     for router in (module.router for module in routers):
         app.include_router(router)
     app.add_exception_handler(InvalidEvent, _invalid_event)

@@ -10,12 +10,14 @@ from models.events import EventDecoder
 from models.journeymap import JourneyMap
 from service.api.recommender import Recommender
 from service.bus import EventPublisher, ManagedProducer
+from service.deliveries import DeliveryStore
 from service.metrics import ApiMetrics
 from service.scoring import LiveScorer
 from service.settings import Settings
 from service.snapshots import SnapshotStore
 from service.store import JourneyStore
 from service.subscriptions import SubscriptionStore
+from service.webhook_sender import WebhookSender
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +34,5 @@ class ApiContext:
     snapshots: SnapshotStore
     recommender: Recommender
     subscriptions: SubscriptionStore
+    deliveries: DeliveryStore
+    webhook_sender: WebhookSender
