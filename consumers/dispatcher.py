@@ -22,6 +22,7 @@ from consumers.webhook_deadletters import WebhookDeadLetters
 from models.breaker import STATE_VALUES, Breaker
 from models.delivery import AttemptRecord, AttemptResult, Outcome, PendingDelivery, RetryPolicy
 from models.errors import ParcoursError
+from models.journeymap import QuietHours
 from models.triggers import Trigger
 from models.webhooks import Subscription, delivery_id
 from service.deliveries import DeliveryStore
@@ -49,6 +50,8 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         unit: Callable[[], float] = random.random,
+        quiet_hours: QuietHours | None = None,
+        quiet_types: frozenset[str] = frozenset(),
     ) -> None:
         self._subscriptions = subscriptions
         self._deliveries = deliveries
@@ -64,6 +67,8 @@ class Dispatcher:
         )
         self._clock = clock
         self._unit = unit
+        self._quiet = quiet_hours
+        self._quiet_types = quiet_types
         self._subs: list[Subscription] | None = None
         self._version = -1
         self._lanes: dict[str, Lane] = {}
@@ -105,12 +110,21 @@ class Dispatcher:
             job.settle()
             return
         lane = self._lane(sub)
-        if not sub.enabled:
+        quiet_until = self._quiet_until(delivery, now)
+        if quiet_until is not None:
+            await self._park(job, quiet_until, "quiet_hours")
+        elif not sub.enabled:
             await self._park(job, now + self._settings.breaker_cooldown_s, "disabled")
         elif lane.breaker.state == "open" and now < lane.breaker.retry_at:
             await self._park(job, lane.breaker.retry_at, "breaker_open")
         elif not lane.offer(job):
             await self._park(job, now + self._settings.park_poll_s, "backlog")
+
+    def _quiet_until(self, delivery: PendingDelivery, now: float) -> float | None:
+        """The end of the journey map's quiet hours, for the capped (marketing) trigger types."""
+        if self._quiet is None or delivery.trigger.type not in self._quiet_types:
+            return None
+        return self._quiet.ends_at(now)
 
     async def run_parked(self, stop: asyncio.Event) -> None:
         """Claim parked deliveries as they come due and submit them, until `stop` is set."""

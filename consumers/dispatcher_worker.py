@@ -12,6 +12,7 @@ from consumers.dispatch_loop import DispatchLoop
 from consumers.dispatcher import Dispatcher
 from consumers.webhook_deadletters import WebhookDeadLetters
 from consumers.worker import worker_io
+from models.journeymap import load_journey_map
 from service.deliveries import DeliveryStore
 from service.metrics import DispatcherMetrics
 from service.settings import Settings
@@ -43,6 +44,7 @@ async def run_dispatcher(
         dead_letters = WebhookDeadLetters(
             io.producer, webhooks.dead_letter_topic, timeout_s=settings.kafka.produce_timeout_s
         )
+        journey_map = load_journey_map(settings.journey.map)
         dispatcher = Dispatcher(
             SubscriptionStore(io.redis, prefix=prefix),
             deliveries,
@@ -50,6 +52,8 @@ async def run_dispatcher(
             dead_letters,
             metrics,
             webhooks,
+            quiet_hours=journey_map.quiet_hours,
+            quiet_types=frozenset(journey_map.trigger_caps),
         )
         loop = DispatchLoop(
             io.consumer,

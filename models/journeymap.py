@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -115,6 +116,19 @@ class QuietHours:
     start_minute: int
     end_minute: int
     timezone: str
+
+    def ends_at(self, now_s: float) -> float | None:
+        """When the quiet hours `now_s` falls in end (Unix seconds), or None outside them."""
+        local = datetime.fromtimestamp(now_s, ZoneInfo(self.timezone))
+        minute = local.hour * 60 + local.minute
+        start, end = self.start_minute, self.end_minute
+        inside = start <= minute < end if start < end else (minute >= start or minute < end)
+        if not inside:
+            return None
+        until = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+        if until <= local:
+            until += timedelta(days=1)
+        return until.timestamp()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
 
 import orjson
 import pytest
@@ -23,6 +26,12 @@ from tests.receiver import DROP, HANG, Behaviour, Receiver
 from tests.support import read_until_quiet, wait_until
 
 LOCAL = {"allow_http": True, "allow_private_targets": True}
+
+
+def load_journey_map_text(name: str) -> str:
+    return resources.files("models.maps").joinpath(f"{name}.yaml").read_text("utf-8")
+
+
 """The receivers run on loopback over http: development settings."""
 
 __all__ = ["dispatch_fixture"]
@@ -191,3 +200,35 @@ async def test_dispatcher_waits_as_long_as_retry_after_says(dispatch: Dispatch) 
     first, second, third = (r.at for r in receiver.requests)
     assert second - first >= 0.95, "Retry-After: 1 was honoured"
     assert third - second < 0.9, "a 503 without Retry-After backs off briefly (test settings)"
+
+
+async def test_dispatcher_holds_capped_triggers_in_quiet_hours_but_not_the_others(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
+    text = load_journey_map_text("retail").replace(
+        'quiet_hours: {start: "21:00", end: "08:00", timezone: UTC}',
+        f'quiet_hours: {{start: "{start:%H:%M}", end: "{end:%H:%M}", timezone: UTC}}',
+    )
+    map_file = tmp_path / "quiet.yaml"
+    map_file.write_text(text)
+    settings = make_settings(kafka_bootstrap, redis_url, webhooks=LOCAL)
+    settings = settings.model_copy(
+        update={"journey": settings.journey.model_copy(update={"map": str(map_file)})}
+    )
+    async with dispatching(settings) as dispatch:
+        receiver = await dispatch.receiver()
+        await dispatch.subscribe(receiver)
+        capped = triggers(3)  # cart.abandoned: capped in the map, so quiet hours apply
+        urgent = triggers(3, "customer.converted")
+        dispatch.start()
+        await dispatch.send(capped + urgent)
+
+        await wait_until(lambda: len(receiver.delivered_triggers()) == 3, timeout_s=60)
+        await wait_until(
+            lambda: dispatch.sample("parcours_webhook_parked_total", reason="quiet_hours") == 3
+        )
+        await asyncio.sleep(0.5)
+        assert receiver.delivered_triggers() == {t.id for t in urgent}
+        assert await dispatch.deliveries.parked_count() == 3

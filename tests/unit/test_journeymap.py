@@ -468,3 +468,21 @@ def test_parse_journey_map_unknown_quiet_hours_zone_reports_key() -> None:
     message = map_error(text)
 
     assert "triggers.quiet_hours.timezone: unknown time zone 'Mars/Base'" in message
+
+
+def test_quiet_hours_end_across_midnight_in_their_time_zone() -> None:
+    from datetime import datetime
+
+    from models.journeymap import QuietHours
+
+    paris = QuietHours(21 * 60, 8 * 60, "Europe/Paris")  # 21:00-08:00 local
+    at = lambda text: datetime.fromisoformat(text).timestamp()  # noqa: E731
+
+    # 22:30 in Paris (UTC+1 in winter) is inside; it ends at 08:00 the next morning
+    assert paris.ends_at(at("2026-11-30T21:30:00+00:00")) == at("2026-12-01T07:00:00+00:00")
+    # 06:59 local is inside, ending the same morning; 08:00 local is outside
+    assert paris.ends_at(at("2026-12-01T05:59:00+00:00")) == at("2026-12-01T07:00:00+00:00")
+    assert paris.ends_at(at("2026-12-01T07:00:00+00:00")) is None
+    day = QuietHours(12 * 60, 13 * 60, "UTC")  # a lunch break, not spanning midnight
+    assert day.ends_at(at("2026-12-01T12:15:00+00:00")) == at("2026-12-01T13:00:00+00:00")
+    assert day.ends_at(at("2026-12-01T13:15:00+00:00")) is None
