@@ -171,7 +171,7 @@ class RecommendSettings(_Group):
         default=100, ge=1, le=1000, description="customers per batch recommendation request"
     )
     cache_ttl_s: float = Field(
-        default=5.0, ge=0, description="API keeps catalog neighbours and trending this long; 0: off"
+        default=30.0, ge=0, description="API caches catalog neighbours and trending this long"
     )
     cache_entries: int = Field(
         default=50_000, ge=1, description="products and trending lists the API cache holds"
