@@ -34,9 +34,11 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
+import urllib.request
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,11 +48,12 @@ from typing import Final, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
-from bench.recommend_load import processes
+from bench.recommend_load import processes, wait_until_serving
 from models.triggers import Trigger
 from models.webhooks import Subscription
-from service.embedded import EmbeddedKafka, EmbeddedRedis
+from service.embedded import EmbeddedKafka, EmbeddedRedis, die_with_parent, free_port
 from service.store import connect_redis
 from service.subscriptions import SubscriptionStore
 
@@ -70,6 +73,7 @@ class Result(NamedTuple):
     p99: float
     max: float
     missing: int
+    parked: float
     consumer_p50: float = math.nan
     consumer_p99: float = math.nan
     dispatch_p50: float = math.nan
@@ -96,8 +100,9 @@ class Receiver:
 
     async def start(self) -> str:
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.webhook_receiver", stdout=asyncio.subprocess.PIPE
-        )
+            sys.executable, "-m", "bench.webhook_receiver", stdout=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent(signal.SIGKILL),
+        )  # fmt: skip
         assert self._process.stdout is not None
         port = (await self._process.stdout.readline()).split()[1].decode()
         self._reader = asyncio.create_task(self._read(self._process.stdout))
@@ -106,7 +111,11 @@ class Receiver:
     async def stop(self) -> None:
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
-            await self._process.wait()
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except TimeoutError:
+                self._process.kill()
+                await self._process.wait()
         if self._reader is not None:
             await self._reader
 
@@ -241,9 +250,27 @@ def environment(bootstrap: str, redis_url: str, tag: str) -> dict[str, str]:
         "PARCOURS_WEBHOOKS_ALLOW_HTTP": "true",
         "PARCOURS_WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
         "PARCOURS_CONSUMER_METRICS_PORT": "0",
-        "PARCOURS_WEBHOOKS_METRICS_PORT": "0",
+        "PARCOURS_WEBHOOKS_METRICS_PORT": str(free_port()),
         "PARCOURS_LOG_LEVEL": "WARNING",
     }
+
+
+async def parked_total(metrics_url: str) -> float:
+    """Deliveries the dispatcher has parked in Redis so far (any reason), from its metrics."""
+    text = (await asyncio.to_thread(_fetch, metrics_url)).decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "parcours_webhook_parked"
+        for sample in family.samples
+        if sample.name == "parcours_webhook_parked_total"
+    )
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+        return body
 
 
 async def subscribe(redis_url: str, prefix: str, url: str) -> None:
@@ -259,8 +286,16 @@ async def subscribe(redis_url: str, prefix: str, url: str) -> None:
 class Bench:
     """The running system and the measurements taken from it."""
 
-    def __init__(self, args: argparse.Namespace, feed: Feed, receiver: Receiver, tap: TriggerTap):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        feed: Feed,
+        receiver: Receiver,
+        tap: TriggerTap,
+        metrics: str,
+    ) -> None:
         self.args = args
+        self.metrics = metrics
         self.feed = feed
         self.receiver = receiver
         self.tap = tap
@@ -271,12 +306,15 @@ class Bench:
         args = self.args
         self._phases += 1
         prefix, count = f"c{self._phases}", round((args.warmup + seconds) * args.rate)
+        parked = await parked_total(self.metrics)
         if name == "pipeline":
             causes = await self.feed.pipeline(prefix, count, args.rate, args.gap)
         else:
             causes = await self.feed.direct(prefix, count, args.rate)
         await self._drain(causes)
-        return self.measure(causes[round(args.warmup * args.rate) :], pipeline=name == "pipeline")
+        measured = causes[round(args.warmup * args.rate) :]
+        result = self.measure(measured, pipeline=name == "pipeline")
+        return result._replace(parked=await parked_total(self.metrics) - parked)
 
     async def _drain(self, causes: list[str], quiet_s: float = 10.0) -> None:
         """Until every cause was delivered, or nothing more arrived for `quiet_s`."""
@@ -304,7 +342,7 @@ class Bench:
         return Result(
             len(causes) / window, made / window, delivered / window,
             percentile(latencies, 50), percentile(latencies, 95), percentile(latencies, 99),
-            max(latencies), sum(1 for c in causes if c not in first),
+            max(latencies), sum(1 for c in causes if c not in first), 0,
             percentile(consumer, 50), percentile(consumer, 99),
             percentile(dispatch, 50), percentile(dispatch, 99),
         )  # fmt: skip
@@ -324,7 +362,7 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Resu
 def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     print(f"\nmedians of {args.runs} runs at {args.rate}/s offered, {args.duration:g}s each")
     print("| phase | offered/s | triggers/s | deliveries/s | p50 ms | p95 ms | p99 ms | max ms "
-          "| not delivered | consumer p50/p99 ms | dispatcher p50/p99 ms |")  # fmt: skip
+          "| not delivered | parked | consumer p50/p99 ms | dispatcher p50/p99 ms |")  # fmt: skip
     for name, runs in results.items():
         median = Result(*(statistics.median(v) for v in zip(*runs, strict=True)))
         print(f"| {name} | {_cells(median)} |")
@@ -336,7 +374,8 @@ def _cells(r: Result) -> str:
         split = (f" | {r.consumer_p50:.0f} / {r.consumer_p99:.0f}"
                  f" | {r.dispatch_p50:.0f} / {r.dispatch_p99:.0f}")  # fmt: skip
     return (f"{r.offered:.0f} | {r.triggers:.0f} | {r.deliveries:.0f} | {r.p50:.1f} | "
-            f"{r.p95:.1f} | {r.p99:.1f} | {r.max:.0f} | {r.missing}{split}")  # fmt: skip
+            f"{r.p95:.1f} | {r.p99:.1f} | {r.max:.0f} | {r.missing} | {r.parked:.0f}"
+            f"{split}")  # fmt: skip
 
 
 async def profile(bench: Bench, pids: list[int], prefix: str) -> None:
@@ -366,7 +405,8 @@ async def main(args: argparse.Namespace) -> None:
             await producer.start()
             topics = env["PARCOURS_KAFKA_EVENTS_TOPIC"], env["PARCOURS_TRIGGERS_TOPIC"]
             feed = Feed(producer, *topics)
-            await run(Bench(args, feed, receiver, tap), env)
+            metrics = f"http://127.0.0.1:{env['PARCOURS_WEBHOOKS_METRICS_PORT']}/metrics"
+            await run(Bench(args, feed, receiver, tap, metrics), env)
         finally:
             await producer.stop()
             await tap.stop()
@@ -376,6 +416,7 @@ async def main(args: argparse.Namespace) -> None:
 async def run(bench: Bench, env: dict[str, str]) -> None:
     args = bench.args
     async with processes([*CLI, "consume"], [*CLI, "dispatch"], env=env) as pids:
+        await wait_until_serving(bench.metrics)
         for name in PHASES:  # both groups join and every path is warm before timing
             print(f"warm-up {name}: {_cells(await bench.phase(name, 5))}", flush=True)
         report(await measure(bench, args), args)
