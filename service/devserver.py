@@ -43,6 +43,9 @@ class DevStack:
 
     def start(self) -> None:
         env = dict(os.environ)
+        # a development machine's webhook receivers are local: allow them unless told otherwise
+        for name in ("PARCOURS_WEBHOOKS_ALLOW_HTTP", "PARCOURS_WEBHOOKS_ALLOW_PRIVATE_TARGETS"):
+            env.setdefault(name, "true")
         if not self.settings.kafka.bootstrap:
             self.kafka = EmbeddedKafka()
             self.kafka.start()
@@ -68,6 +71,9 @@ class DevStack:
             self.metrics_ports.append(free_port())
             trainer_port = {"PARCOURS_MODELS_TRAINER_METRICS_PORT": str(self.metrics_ports[-1])}
             self._spawn(["train"], env | trainer_port)
+        self.metrics_ports.append(free_port())
+        dispatcher_port = {"PARCOURS_WEBHOOKS_METRICS_PORT": str(self.metrics_ports[-1])}
+        self._spawn(["dispatch"], env | dispatcher_port)
         self._spawn(["api", "--port", str(self.port)], env)
         self._wait_ready()
 
@@ -86,6 +92,8 @@ class DevStack:
                 f"  Journey   curl {self.api_url}/v1/customers/<customer_id>/journey",
                 f"  Scores    curl {self.api_url}/v1/customers/<customer_id>/predictions",
                 f"  Models    curl {self.api_url}/v1/models",
+                f"  Show now  curl {self.api_url}/v1/customers/<customer_id>/recommendations",
+                f"  Webhooks  curl {self.api_url}/v1/webhooks   (http://localhost targets allowed)",
                 f"  Metrics   {self.api_url}/metrics   workers: {metrics}",
                 "  From another shell:",
                 f"    export PARCOURS_KAFKA_BOOTSTRAP={self.settings.kafka.bootstrap}"

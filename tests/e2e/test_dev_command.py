@@ -75,6 +75,15 @@ def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
             assert set(scores["next_stage"]["probabilities"]) >= {"exit", journey["stage"]}
         assert api.get("/v1/models").json()["models"]
         assert api.get("/readyz").json()["status"] == "ready"
+        shown = api.get(f"/v1/customers/{buyer}/recommendations", params={"context": "home"})
+        assert shown.status_code == 200
+        assert shown.json()["known"] is True
+        hook = api.post("/v1/webhooks", json={"url": f"http://localhost:{free_port()}/hook"})
+        assert hook.status_code == 201, hook.text  # dev allows local receivers
+    workers = re.search(r"workers: (.*)", output).group(1).split(", ")
+    assert any("parcours_webhook_" in httpx.get(url, timeout=5).text for url in workers), (
+        "the dispatcher runs and serves its metrics"
+    )
 
     dev.process.send_signal(signal.SIGINT)
     assert dev.process.wait(60) == 0
