@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumers.dispatcher import Dispatcher
 from consumers.lanes import Job
-from consumers.runner import Backoff
+from consumers.runner import Backoff, until_done
 from models.errors import ParcoursError
 from models.offsets import OffsetTracker
 from models.triggers import Trigger
@@ -148,19 +148,14 @@ class DispatchLoop:
 
     async def _first_subscriptions(self, stop: asyncio.Event) -> None:
         """No trigger is read before the subscriptions are known: it would go to nobody."""
-        backoff = Backoff(0.2, 10.0)
-        while not stop.is_set():
-            try:
-                await self._dispatcher.refresh_subscriptions()
-            except ParcoursError as exc:
-                if not exc.retriable:
-                    raise
-                delay = backoff.next_delay()
-                logger.warning("cannot load subscriptions (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-            else:
-                self._refreshed_at = time.monotonic()
-                return
+        loaded = await until_done(
+            self._dispatcher.refresh_subscriptions,
+            Backoff(0.2, 10.0),
+            "loading subscriptions",
+            stop,
+        )
+        if loaded:
+            self._refreshed_at = time.monotonic()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from consumers.lanes import Job, Lane
-from consumers.runner import Backoff
+from consumers.runner import Backoff, until_done
 from consumers.webhook_deadletters import WebhookDeadLetters
 from models.breaker import STATE_VALUES, Breaker
 from models.delivery import AttemptRecord, AttemptResult, Outcome, PendingDelivery, RetryPolicy
@@ -289,18 +289,7 @@ class Dispatcher:
 
     async def _durably(self, write: Callable[[], Awaitable[None]]) -> None:
         """Retry a settling write through Redis or Kafka outages (cancellation ends it)."""
-        backoff = Backoff(0.1, 10.0)
-        while True:
-            try:
-                await write()
-            except ParcoursError as exc:
-                if not exc.retriable:
-                    raise
-                delay = backoff.next_delay()
-                logger.warning("webhook bookkeeping failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-            else:
-                return
+        await until_done(write, Backoff(0.1, 10.0), "webhook bookkeeping")
 
 
 def _ignore_failure(task: asyncio.Task[None]) -> None:

@@ -16,7 +16,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -96,6 +96,28 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+async def until_done(
+    op: Callable[[], Awaitable[None]],
+    backoff: Backoff,
+    what: str,
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Run `op` until it succeeds (True) or `stop` is set (False), sleeping with `backoff`
+    after each retriable `ParcoursError` (Redis or Kafka away); any other error propagates."""
+    while stop is None or not stop.is_set():
+        try:
+            await op()
+        except ParcoursError as exc:
+            if not exc.retriable:
+                raise
+            delay = backoff.next_delay()
+            logger.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+        else:
+            return True
+    return False
 
 
 class BatchRunner:

@@ -225,7 +225,7 @@ class StateUpdater:
                 result.applied.append((event, record))
                 if lesson is not None:
                     result.lessons.append(lesson)
-                digest = last_digest(result.state)
+                digest = last_digest(result.state) if labelling or triggering else ""
                 resolved: list[Sample] = []
                 if labelling is not None and result.book is not None:
                     resolved = labelling.observe(

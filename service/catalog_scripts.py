@@ -42,6 +42,27 @@ local function ranked(x, y)
   return bytes_lt(x[1], y[1])
 end
 
+-- every item's decayed n (0 when unknown) and its row's shrink factor at `clock`, read in
+-- chunks (Lua's unpack has a stack limit)
+local function decayed_counts(n_key, ref_key, items, pair_h, clock)
+  local count, row_shrink = {}, {}
+  for from = 1, #items, 1000 do
+    local chunk = {}
+    for j = from, math.min(from + 999, #items) do chunk[#chunk + 1] = items[j] end
+    local ns = redis.call('HMGET', n_key, unpack(chunk))
+    local refs = redis.call('HMGET', ref_key, unpack(chunk))
+    for j, item in ipairs(chunk) do
+      if ns[j] and refs[j] then
+        row_shrink[item] = shrink(pair_h, clock, tonumber(refs[j]))
+        count[item] = tonumber(ns[j]) * row_shrink[item]
+      else
+        count[item] = 0.0
+      end
+    end
+  end
+  return count, row_shrink
+end
+
 -- the `n` best members of `key`, fetching every member tied with the n-th when there are any
 local function best(key, n)
   if n <= 0 then return {} end
@@ -272,22 +293,7 @@ for j, s in ipairs(seeds) do
   end
 end
 
--- every wanted item's decayed n and row shrink, in chunks (Lua's unpack has a stack limit)
-local count, row_shrink = {}, {}
-for from = 1, #want, 1000 do
-  local chunk = {}
-  for j = from, math.min(from + 999, #want) do chunk[#chunk + 1] = want[j] end
-  local ns = redis.call('HMGET', N, unpack(chunk))
-  local refs = redis.call('HMGET', REF, unpack(chunk))
-  for j, item in ipairs(chunk) do
-    if ns[j] and refs[j] then
-      row_shrink[item] = shrink(pair_h, clock, tonumber(refs[j]))
-      count[item] = tonumber(ns[j]) * row_shrink[item]
-    else
-      count[item] = 0.0
-    end
-  end
-end
+local count, row_shrink = decayed_counts(N, REF, want, pair_h, clock)
 
 local totals, credit, order = {}, {}, {}
 for j, s in ipairs(seeds) do
@@ -374,21 +380,7 @@ for j, s in ipairs(items) do
   for _, row in ipairs(lists[j]) do need(row[1]) end
 end
 
-local count, row_shrink = {}, {}
-for from = 1, #want, 1000 do
-  local chunk = {}
-  for j = from, math.min(from + 999, #want) do chunk[#chunk + 1] = want[j] end
-  local ns = redis.call('HMGET', N, unpack(chunk))
-  local refs = redis.call('HMGET', REF, unpack(chunk))
-  for j, item in ipairs(chunk) do
-    if ns[j] and refs[j] then
-      row_shrink[item] = shrink(pair_h, clock, tonumber(refs[j]))
-      count[item] = tonumber(ns[j]) * row_shrink[item]
-    else
-      count[item] = 0.0
-    end
-  end
-end
+local count, row_shrink = decayed_counts(N, REF, want, pair_h, clock)
 
 local per_item = {}
 for j, s in ipairs(items) do

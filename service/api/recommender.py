@@ -21,6 +21,7 @@ from models.recommend import (
     Context,
     Policy,
     Scores,
+    Seeds,
     accessories_from,
     recommend,
     seeds_of,
@@ -103,16 +104,9 @@ class Recommender:
         """One MGET of the journeys; catalog entries from the cache, the stale ones fetched
         together in one script call."""
         assert self._cache is not None
-        s = self._settings
         stored = await self._journeys.load_many([ask.customer_id for ask in asks])
         states = [decode_state(x.state) if x.state is not None else None for x in stored]
-        plans = [
-            seeds_of(
-                state, ask.product_id, ask.category,
-                max_seeds=s.max_seeds, bought_window_ms=self._bought_window_ms,
-            )
-            for ask, state in zip(asks, states, strict=True)
-        ]  # fmt: skip
+        plans = [self._plan(ask, state) for ask, state in zip(asks, states, strict=True)]
         neighbours, trending = await self._cache.fetch(
             (seed for plan in plans for seed, _ in plan.seeds),
             [None, *(plan.category for plan in plans if plan.category)],
@@ -120,13 +114,12 @@ class Recommender:
         clock = self._cache.clock_ms
         prepared: list[_Prepared] = []
         for ask, state, plan in zip(asks, states, plans, strict=True):
-            viewed = {ask.product_id} if ask.product_id else set()
             candidates = Candidates(
                 accessories=accessories_from(plan, neighbours, ask.limit),
                 trending=trending[None],
                 category=plan.category,
                 trending_in_category=trending.get(plan.category, ()) if plan.category else (),
-                exclude=plan.cart | plan.bought | viewed,
+                exclude=_not_trending(ask, plan),
             )
             prepared.append((state, candidates, clock))
         return prepared
@@ -157,7 +150,7 @@ class Recommender:
                 trending=view.trending,
                 category=view.category,
                 trending_in_category=view.category_trending,
-                exclude=self._excluded(ask, state),
+                exclude=_not_trending(ask, self._plan(ask, state)),
             )
             prepared.append((state, candidates, view.clock_ms))
         return prepared
@@ -197,13 +190,11 @@ class Recommender:
             actions=actions,
         )
 
-    def _excluded(self, ask: Ask, state: JourneyState | None) -> frozenset[str]:
-        """The viewed product and the products bought within the window (event time)."""
-        out = {ask.product_id} if ask.product_id else set()
-        if state is not None:
-            since = state.last_event_at - self._bought_window_ms
-            out.update(p.product_id for p in state.purchases.recent_products if p.at >= since)
-        return frozenset(out)
+    def _plan(self, ask: Ask, state: JourneyState | None) -> Seeds:
+        return seeds_of(
+            state, ask.product_id, ask.category,
+            max_seeds=self._settings.max_seeds, bought_window_ms=self._bought_window_ms,
+        )  # fmt: skip
 
     def _scores(self, state: JourneyState | None, now_ms: int) -> Scores:
         """The models' view: rescored at request time when a cart is open (its risk grows
@@ -222,6 +213,12 @@ class Recommender:
             risk=risk["risk"] if risk else None,
             next_stage=odds["probabilities"] if odds else None,
         )
+
+
+def _not_trending(ask: Ask, plan: Seeds) -> frozenset[str]:
+    """Never suggested as trending: the product on the page, the cart, recent purchases."""
+    viewed = {ask.product_id} if ask.product_id else set()
+    return plan.cart | plan.bought | viewed
 
 
 def _journey(raw: bytes | None) -> JourneyState | None:
