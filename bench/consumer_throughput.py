@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import statistics
 import sys
 import time
@@ -144,7 +145,14 @@ async def raw_run(bootstrap: str, topic: str, partitions: int, total: int) -> fl
 
 
 async def parcours_run(
-    bootstrap: str, redis_url: str, topic: str, partitions: int, total: int, *, models: bool
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    partitions: int,
+    total: int,
+    *,
+    models: bool,
+    profile: str | None = None,
 ) -> float:
     tag = uuid.uuid4().hex[:8]
     group = f"bench-{tag}"
@@ -166,9 +174,27 @@ async def parcours_run(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "consume", env=env
     )
+    spy = None
+    if profile:
+        out = f"{profile}/consume-{'models' if models else 'state'}-{tag}.txt"
+        spy = await asyncio.create_subprocess_exec(
+            "py-spy",
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "-o",
+            out,
+            "--pid",
+            str(process.pid),
+        )
     try:
         return await timed_until_committed(bootstrap, group, topic, partitions, total)
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.wait_for(spy.wait(), 60)
         process.terminate()
         await asyncio.wait_for(process.wait(), 30)
 
@@ -195,7 +221,13 @@ async def main(args: argparse.Namespace) -> None:
             for rates, models in ((ours, True), (bare, False)):
                 rates.append(
                     await parcours_run(
-                        bootstrap, redis_url, topic, args.partitions, args.events, models=models
+                        bootstrap,
+                        redis_url,
+                        topic,
+                        args.partitions,
+                        args.events,
+                        models=models,
+                        profile=args.profile,
                     )
                 )
             print(
@@ -223,4 +255,7 @@ if __name__ == "__main__":
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--profile", metavar="DIR", help="record each consumer with py-spy (raw stacks) into DIR"
+    )
     asyncio.run(main(parser.parse_args()))
