@@ -11,12 +11,14 @@ reported settled before its record of being parked or dead-lettered is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 
-from consumers.lanes import Job, Lane
+from consumers.group_commit import GroupCommit
+from consumers.lanes import FollowUp, Job, Lane
 from consumers.runner import Backoff, until_done
 from consumers.webhook_deadletters import WebhookDeadLetters
 from models.breaker import STATE_VALUES, Breaker
@@ -74,6 +76,9 @@ class Dispatcher:
         self._lanes: dict[str, Lane] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self.crashed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._recorded = GroupCommit[tuple[str, AttemptRecord]](self._record_delivered)
+        self._recorder = asyncio.create_task(self._recorded.run(), name="webhook-delivered")
+        self.watch(self._recorder)
 
     async def refresh_subscriptions(self) -> None:
         """Reload subscriptions if they changed; `StoreUnavailable` if Redis is down."""
@@ -154,32 +159,37 @@ class Dispatcher:
         for lane in self._lanes.values():
             await lane.close()
         self._lanes.clear()
+        self._recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._recorder
 
     def pending_in_lanes(self) -> int:
         return sum(lane.backlog() for lane in self._lanes.values())
 
-    async def _attempt(self, lane: Lane, job: Job) -> None:
+    async def _attempt(self, lane: Lane, job: Job) -> FollowUp | None:
+        """One HTTP attempt in the lane's slot; returns the bookkeeping that settles it."""
         now, before = self._clock(), lane.breaker.state
         allowed = lane.breaker.allow(now)
         if lane.breaker.state != before:
             self._publish_breaker(lane)
         if not allowed:
             await self._park(job, lane.breaker.wait_until(now), "breaker_open")
-            return
+            return None
         result = await self._sender.send(lane.sub, job.delivery)
-        job.delivery = delivery = job.delivery.after(result)
+        job.delivery = job.delivery.after(result)
         self._metrics.attempts.labels(result.kind).inc()
         self._metrics.attempt_seconds.observe(result.latency_s)
         self._breaker_learns(lane, result)
         if result.verdict == "delivered":
-            await self._delivered(job, delivery, result)
-            return
-        delay = self._policy.next_delay(result, delivery.attempts, self._unit())
-        if delay is not None:
-            await self._log(delivery, result, "retrying")
-            await self._park(job, self._retry_due(lane, delay), "retry")
-        else:
-            await self._dead(job, delivery, result)
+            return self._delivered(job, job.delivery, result)
+        delay = self._policy.next_delay(result, job.delivery.attempts, self._unit())
+        if delay is None:
+            return self._dead(job, job.delivery, result)
+        return self._retry(job, result, self._retry_due(lane, delay))
+
+    async def _retry(self, job: Job, result: AttemptResult, due: float) -> None:
+        await self._log(job.delivery, result, "retrying")
+        await self._park(job, due, "retry")
 
     def _retry_due(self, lane: Lane, delay: float) -> float:
         """When to try again; behind the deliveries already waiting if the breaker is open.
@@ -193,8 +203,8 @@ class Dispatcher:
         return due
 
     async def _delivered(self, job: Job, delivery: PendingDelivery, result: AttemptResult) -> None:
-        await self._log(delivery, result, "delivered")
-        await self._durably(lambda: self._deliveries.unpark(delivery.delivery_id))
+        record = AttemptRecord.of(delivery, result, "delivered", self._clock())
+        await self._recorded.add((delivery.subscription_id, record))
         self._metrics.deliveries.labels("delivered").inc()
         if delivery.record_ms:
             lag = max(0.0, self._clock() - delivery.record_ms / 1000)
@@ -221,6 +231,10 @@ class Dispatcher:
         await self._durably(lambda: self._deliveries.park(job.delivery, due))
         self._metrics.parked.labels(reason).inc()
         job.settle()
+
+    async def _record_delivered(self, delivered: list[tuple[str, AttemptRecord]]) -> None:
+        """The group commit's write: every waiting delivery logged and unparked in one call."""
+        await self._durably(lambda: self._deliveries.delivered(delivered))
 
     async def _log(
         self, delivery: PendingDelivery, result: AttemptResult, outcome: Outcome

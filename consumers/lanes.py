@@ -2,7 +2,9 @@
 
 A lane holds at most `max_backlog` deliveries; `offer` refuses more (the dispatcher parks
 them in Redis instead), which bounds both memory and how long a partition's commit can wait
-on one receiver.
+on one receiver. A worker's slot is held for the HTTP attempt only: the bookkeeping that
+follows (logging, settling) runs beside the next attempt, so `concurrency` bounds what the
+receiver sees, not Redis round trips.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from models.breaker import Breaker
 from models.delivery import PendingDelivery
@@ -34,6 +37,10 @@ class Job:
             self.on_settled = None
 
 
+FollowUp: TypeAlias = Coroutine[Any, Any, None]
+"""What is left of a job once its attempt is over; run outside the lane's slots."""
+
+
 class Lane:
     """A subscription's queue, its `concurrency` workers and its breaker."""
 
@@ -41,7 +48,7 @@ class Lane:
         self,
         sub: Subscription,
         breaker: Breaker,
-        work: Callable[[Lane, Job], Awaitable[None]],
+        work: Callable[[Lane, Job], Awaitable[FollowUp | None]],
         on_crash: Callable[[BaseException], None],
         *,
         concurrency: int,
@@ -52,12 +59,14 @@ class Lane:
         self._work = work
         self._max_backlog = max_backlog
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._on_crash = on_crash
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self._workers = [
             asyncio.create_task(self._serve(), name=f"webhook-lane-{sub.id}-{i}")
             for i in range(concurrency)
         ]
         for worker in self._workers:
-            worker.add_done_callback(lambda task: _report(task, on_crash))
+            worker.add_done_callback(lambda task: _report(task, self._on_crash))
 
     def offer(self, job: Job) -> bool:
         """Queue `job` unless the backlog is full."""
@@ -71,19 +80,25 @@ class Lane:
 
     async def close(self) -> None:
         """Stop the workers; queued and in-flight fresh deliveries stay uncommitted."""
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        tasks = [*self._workers, *self._follow_ups]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
+                await task
 
     async def _serve(self) -> None:
         while True:
             job = await self._queue.get()
             try:
-                await self._work(self, job)
+                follow_up = await self._work(self, job)
             finally:
                 self._queue.task_done()
+            if follow_up is not None:
+                task = asyncio.create_task(follow_up)
+                self._follow_ups.add(task)
+                task.add_done_callback(self._follow_ups.discard)
+                task.add_done_callback(lambda done: _report(done, self._on_crash))
 
 
 def _report(task: asyncio.Task[None], on_crash: Callable[[BaseException], None]) -> None:

@@ -12,6 +12,7 @@ Keys under `<prefix>:webhooks:`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -59,6 +60,25 @@ class DeliveryStore:
                 await pipe.execute()
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"logging an attempt: {exc}") from exc
+
+    async def delivered(self, delivered: Sequence[tuple[str, AttemptRecord]]) -> None:
+        """Log the attempts that delivered these (subscription id, attempt) pairs and stop any
+        parked copies, all in one round trip: the common case, batched by the dispatcher."""
+        by_log: dict[str, list[bytes]] = {}
+        for subscription_id, record in delivered:
+            by_log.setdefault(self._base + "log:" + subscription_id, []).append(record.to_json())
+        ids = [record.delivery_id for _, record in delivered]
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key, lines in by_log.items():
+                    pipe.lpush(key, *lines)
+                    pipe.ltrim(key, 0, self._log_length - 1)
+                if ids:
+                    pipe.zrem(self._parked, *ids)
+                    pipe.hdel(self._parked_data, *ids)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"recording deliveries: {exc}") from exc
 
     async def recent(self, subscription_id: str, limit: int) -> list[dict[str, Any]]:
         """The newest `limit` attempts, newest first."""

