@@ -1,12 +1,17 @@
-# One image for every role: `docker run IMAGE api|consume|topics|replay ...`.
-# Dependencies are installed from the pinned constraints before the source is copied, so a
-# code change rebuilds only the last layers.
-FROM python:3.11-slim AS build
+# One image for every role: `docker run IMAGE api|consume|train|dispatch`, and the one-shot
+# `topics` and `replay` commands. Build it from the repository root: `docker build -t parcours .`
+#
+# Two stages: the first installs the pinned dependencies and the package into a virtualenv;
+# the second copies only that virtualenv onto a clean slim Python, without pip's caches or the
+# build context, and runs it as an unprivileged user.
+FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/parcours
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
-# Install the dependencies alone: an empty package with the real metadata.
+# The dependencies alone first (an empty package with the real metadata), so that a change to
+# the source rebuilds only the layers below; every dependency ships a manylinux wheel, so no
+# compiler is needed.
 RUN mkdir -p models service consumers \
     && touch models/__init__.py service/__init__.py consumers/__init__.py \
     && /opt/parcours/bin/pip install -c constraints.txt . \
@@ -14,17 +19,23 @@ RUN mkdir -p models service consumers \
 COPY models models
 COPY service service
 COPY consumers consumers
-RUN /opt/parcours/bin/pip install --no-deps .
+RUN /opt/parcours/bin/pip install --no-deps . \
+    && /opt/parcours/bin/pip uninstall -y pip
+COPY deploy/docker/healthcheck.py /opt/parcours/healthcheck.py
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
+# Containers bind every interface and log one JSON object per line; every other setting is a
+# PARCOURS_* variable given at run time (see the README's Configuration table).
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/parcours/bin:$PATH \
     PARCOURS_API_HOST=0.0.0.0 PARCOURS_LOG_FORMAT=json
-RUN useradd --system --uid 10001 --no-create-home parcours
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin parcours
 COPY --from=build /opt/parcours /opt/parcours
-USER parcours
-EXPOSE 8000 9464
-# Healthy when the role answers: the API's /healthz, or a consumer's metrics endpoint.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["python", "-c", \
-    "import os, sys, urllib.request as u\nfor url in (f\"http://127.0.0.1:{os.environ.get('PARCOURS_API_PORT', '8000')}/healthz\", f\"http://127.0.0.1:{os.environ.get('PARCOURS_CONSUMER_METRICS_PORT', '9464')}/metrics\", f\"http://127.0.0.1:{os.environ.get('PARCOURS_MODELS_TRAINER_METRICS_PORT', '9465')}/metrics\"):\n    try:\n        u.urlopen(url, timeout=2); sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
+# Numeric, so that Kubernetes can check `runAsNonRoot` against the image.
+USER 10001
+# API, then the /metrics ports of consume, train and dispatch (PARCOURS_*_METRICS_PORT).
+EXPOSE 8000 9464 9465 9466
+# Healthy when this container's role answers: the API's /healthz or a worker's /metrics.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/opt/parcours/healthcheck.py"]
 ENTRYPOINT ["parcours"]
 CMD ["api"]

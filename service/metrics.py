@@ -141,6 +141,11 @@ class ApiMetrics:
             "Recommendation actions served, by action type and page context.",
             ["type", "context"], registry=registry,
         )  # fmt: skip
+        self.dependency_up = Gauge(
+            "parcours_api_dependency_up",
+            "1 if the last readiness probe (GET /readyz) reached the dependency, else 0.",
+            ["dependency"], registry=registry,
+        )  # fmt: skip
 
 
 class ModelMetrics:

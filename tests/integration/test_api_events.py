@@ -259,12 +259,15 @@ async def test_post_events_broker_never_reached_503_with_retry_after_and_failed_
     async with running_api(settings) as api:
         down = await api.client.post("/v1/events", json=[event(1), event(2, customer_id="c-2")])
         ready = await api.client.get("/readyz")
+        metrics = (await api.client.get("/metrics")).text
 
     assert down.status_code == 503, down.text
     assert int(down.headers["retry-after"]) > 0
     assert ready.status_code == 503, ready.text
     assert ready.json()["checks"]["redis"] == "ok"
     assert ready.json()["checks"]["kafka"] != "ok"
+    assert 'parcours_api_dependency_up{dependency="kafka"} 0.0' in metrics
+    assert 'parcours_api_dependency_up{dependency="redis"} 1.0' in metrics
     # The documented 503 body (EventsUnavailable) tells the client what to resend.
     body = down.json()
     assert (body.get("accepted"), body.get("failed")) == ([], ["evt-1", "evt-2"]), body

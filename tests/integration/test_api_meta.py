@@ -71,11 +71,15 @@ async def test_get_healthz_ok(api: Api) -> None:
     assert response.json() == {"status": "ok"}
 
 
-async def test_get_readyz_redis_and_kafka_up_ready(api: Api) -> None:
+async def test_get_readyz_redis_and_kafka_up_ready_and_gauges_up(api: Api) -> None:
     response = await api.client.get("/readyz")
+    metrics = (await api.client.get("/metrics")).text
 
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "ready", "checks": {"redis": "ok", "kafka": "ok"}}
+    # The readiness alert watches these; they move only when something probes /readyz.
+    assert _sample(metrics, "parcours_api_dependency_up", dependency="redis") == 1
+    assert _sample(metrics, "parcours_api_dependency_up", dependency="kafka") == 1
 
 
 def _refs(node: Any) -> list[str]:

@@ -35,6 +35,8 @@ async def get_health() -> Health:
 )
 async def get_readiness(ctx: Context) -> Readiness | Response:
     checks = {"redis": await _check_redis(ctx), "kafka": await _check_kafka(ctx)}
+    for dependency, result in checks.items():
+        ctx.metrics.dependency_up.labels(dependency).set(result == "ok")
     ready = all(result == "ok" for result in checks.values())
     body = Readiness(status="ready" if ready else "not_ready", checks=checks)
     if ready:
