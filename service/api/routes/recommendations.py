@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.events import Identifier
 from models.recommend import Context as PageContext
+from service.api import recommendation_query as query
 from service.api.context import ApiContext
 from service.api.deps import Context
 from service.api.recommendation_schemas import BatchRecommendationsPublic, RecommendationsPublic
@@ -17,23 +18,6 @@ from service.api.recommender import Ask
 from service.api.responses import OrjsonResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-CustomerId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
-ProductId = Annotated[
-    str | None,
-    Query(min_length=1, max_length=128, pattern=ID_PATTERN, description="the product on the page"),
-]
-Category = Annotated[
-    str | None,
-    Query(min_length=1, max_length=256, description="trending in this category (default: "
-          "the category the customer viewed most)"),
-]  # fmt: skip
-Limit = Annotated[
-    int | None,
-    Query(ge=1, le=100, description="actions wanted (default and maximum are settings)"),
-]
-PageContextQuery = Annotated[PageContext, Query(description="where the answer will be shown")]
 
 
 class BatchRequest(BaseModel):
@@ -51,21 +35,17 @@ class BatchRequest(BaseModel):
     "/customers/{customer_id:path}/recommendations",
     summary="Ranked actions to show this customer now",
     response_model=RecommendationsPublic,
+    openapi_extra={"parameters": query.OPENAPI_PARAMETERS},
 )
-async def get_recommendations(
-    customer_id: CustomerId,
-    request: Request,
-    ctx: Context,
-    context: PageContextQuery = "home",
-    limit: Limit = None,
-    product_id: ProductId = None,
-    category: Category = None,
-) -> Any:
+async def get_recommendations(request: Request) -> Any:
     """Cart reminder, accessories, next best action and trending, ordered for `context`.
 
     An unknown customer gets the cold-start answer (`known: false`), not a 404.
     """
-    ask = Ask(customer_id, context, _limit(ctx, limit, ("query", "limit")), product_id, category)
+    asked = query.parse(request.path_params["customer_id"], request.query_params)
+    ctx: ApiContext = request.app.state.context
+    limit = _limit(ctx, asked.limit, ("query", "limit"))
+    ask = Ask(asked.customer_id, asked.context, limit, asked.product_id, asked.category)
     [body] = await ctx.recommender.answer([ask], request.state.request_id)
     return OrjsonResponse(body)
 
