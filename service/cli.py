@@ -16,6 +16,7 @@ import uvicorn
 from models.errors import ParcoursError
 from models.events import event_json_schema
 from models.journeymap import load_journey_map
+from service.api.exposition import share_between_workers
 from service.bus import ensure_parcours_topics
 from service.logs import configure_logging
 from service.replay import Format, replay_file, resolve
@@ -52,12 +53,15 @@ def api(
         load_journey_map(settings.journey.map)
     except ParcoursError as exc:
         _fail(exc)
+    processes = workers or settings.api.workers
+    if processes > 1:
+        share_between_workers(settings.api.metrics_dir)
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
-        workers=workers or settings.api.workers,
+        workers=processes,
         log_level=settings.log.level.lower(),
         access_log=False,
     )

@@ -144,7 +144,7 @@ class ApiMetrics:
         self.dependency_up = Gauge(
             "parcours_api_dependency_up",
             "1 if the last readiness probe (GET /readyz) reached the dependency, else 0.",
-            ["dependency"], registry=registry,
+            ["dependency"], registry=registry, multiprocess_mode="livemin",
         )  # fmt: skip
 
 
@@ -164,17 +164,17 @@ class ModelMetrics:
         )  # fmt: skip
         self.version = Gauge(
             "parcours_model_snapshot_version", "Version of the snapshot being served.",
-            registry=registry,
+            registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
         self.published_at = Gauge(
             "parcours_model_snapshot_published_timestamp_seconds",
             "When the served snapshot was published (Unix time; age = time() - this).",
-            registry=registry,
+            registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
         self.served_metric = Gauge(
             "parcours_model_served_metric",
             "Progressive-validation metric of the snapshot being served, by model and metric.",
-            ["model", "metric"], registry=registry,
+            ["model", "metric"], registry=registry, multiprocess_mode="livemax",
         )  # fmt: skip
         self.predictions = Counter(
             "parcours_predictions_served_total", "Predictions served, by model and version kind.",

@@ -7,6 +7,7 @@ Only entry points call `get_settings()`; everything else receives plain argument
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -76,6 +77,11 @@ class ApiSettings(_Group):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="with several workers: where they share metrics (emptied at start; "
+        "default a new temporary directory)",
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 

@@ -7,8 +7,11 @@ Each test gets its own topics, consumer group and Redis key prefix, so tests nev
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +107,17 @@ def make_settings(
 @pytest.fixture
 def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
     return make_settings(kafka_bootstrap, redis_url)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    beside_python = Path(sys.executable).parent / "promtool"
+    found = str(beside_python) if beside_python.exists() else shutil.which("promtool")
+    if found is None:
+        pytest.fail(
+            "promtool not found in the virtualenv or on PATH. Run scripts/install-test-tools "
+            "(it unpacks promtool from Debian's `prometheus` package; as root it also refreshes "
+            "the package lists), or install Prometheus's promtool yourself.",
+            pytrace=False,
+        )
+    return found

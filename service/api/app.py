@@ -11,12 +11,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from starlette.responses import Response
 
 from models.errors import InvalidEvent
 from models.events import Event
 from service.api.context import ApiContext
+from service.api.exposition import api_registry, worker_stopped
 from service.api.middleware import MetricsMiddleware
 from service.api.recommender import TRENDING_SLACK, Recommender
 from service.api.responses import problem
@@ -52,9 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     fold = build_fold(settings.journey)
     decoder = build_decoder(settings.journey, fold.map)
-    registry = CollectorRegistry()
-    for collector in (ProcessCollector, PlatformCollector, GCCollector):
-        collector(registry=registry)
+    registry = api_registry()
     metrics = ApiMetrics(registry)
     model_metrics = ModelMetrics(registry)
 
@@ -123,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            worker_stopped()
             gc.unfreeze()
             await http_client.close()
             await producer.stop()

@@ -1,11 +1,9 @@
-"""promtool for the Prometheus tests: from the virtualenv (scripts/install-test-tools puts it
-there) or PATH. Missing, the tests that need it fail and say how to get it; they never skip."""
+"""Running the deployment tools from the repository root (promtool's fixture is in
+tests/conftest.py: the end-to-end tests check live metrics with it too)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,20 +12,6 @@ import pytest
 from tests.deploy.support import ROOT
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    beside_python = Path(sys.executable).parent / "promtool"
-    found = str(beside_python) if beside_python.exists() else shutil.which("promtool")
-    if found is None:
-        pytest.fail(
-            "promtool not found in the virtualenv or on PATH. Run scripts/install-test-tools "
-            "(it unpacks promtool from Debian's `prometheus` package; as root it also refreshes "
-            "the package lists), or install Prometheus's promtool yourself.",
-            pytrace=False,
-        )
-    return found
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def _listening(address: str) -> bool:
 
 
 def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
-    roles: list[Role], tmp_path: Path
+    roles: list[Role], tmp_path: Path, promtool: str
 ) -> None:
     port = free_port()
     embedded = {"PARCOURS_KAFKA_BOOTSTRAP": "", "PARCOURS_REDIS_URL": ""}
@@ -81,9 +82,18 @@ def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
         hook = api.post("/v1/webhooks", json={"url": f"http://localhost:{free_port()}/hook"})
         assert hook.status_code == 201, hook.text  # dev allows local receivers
     workers = re.search(r"workers: (.*)", output).group(1).split(", ")
-    assert any("parcours_webhook_" in httpx.get(url, timeout=5).text for url in workers), (
+    exposed = {url: httpx.get(url, timeout=5).text for url in workers}
+    exposed[f"http://127.0.0.1:{port}/metrics"] = httpx.get(
+        f"http://127.0.0.1:{port}/metrics", timeout=5
+    ).text
+    assert any("parcours_webhook_" in text for text in exposed.values()), (
         "the dispatcher runs and serves its metrics"
     )
+    for url, text in exposed.items():  # every role's exposition follows Prometheus' conventions
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0, f"{url}: {checked.stdout}{checked.stderr}"
 
     dev.process.send_signal(signal.SIGINT)
     assert dev.process.wait(60) == 0

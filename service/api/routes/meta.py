@@ -6,10 +6,11 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.events import event_json_schema
 from service.api.deps import Context
+from service.api.exposition import expose
 from service.api.recommendation_schemas import RecommendationsPublic
 from service.api.responses import OrjsonResponse
 from service.api.schemas import Health, Readiness
@@ -63,7 +64,7 @@ async def get_recommendations_schema() -> OrjsonResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def get_metrics(ctx: Context) -> Response:
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(expose(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _check_redis(ctx: Context) -> str:
