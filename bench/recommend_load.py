@@ -6,9 +6,9 @@ holds their journeys, label books, the co-occurrence and trending catalog and a 
 snapshot, then serves
   - target: the Parcours API (`service.api.app:create_app`), and
   - reference: `bench.reference_api`, one Redis GET of the journey key, its JSON returned,
-with uvicorn, one worker each, the same options and the same Redis settings. Each run loads
-both endpoints in alternation, in two modes: as fast as wrk goes, and paced at a fixed rate
-(each wrk thread keeps a schedule; the achieved rate is reported). Every request asks for a
+with uvicorn, one worker each (`--workers N`: N each), the same options and the same Redis
+settings. Each run loads both endpoints in alternation, in two modes: as fast as wrk goes,
+and paced at a fixed rate (each wrk thread keeps a schedule; the achieved rate is reported). Every request asks for a
 random customer and a page context (`bench/recommend_load.lua`). Prints requests/s and p50/p99
 latency per run, the medians, the target/reference throughput ratios and the time redis-server
 spent per command.
@@ -28,6 +28,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +43,7 @@ from redis.asyncio import Redis
 
 from bench.consumer_throughput import produce, timed_until_committed
 from bench.shoppers import PRODUCTS, customer_id, events
+from service.api.exposition import MULTIPROCESS_ENV
 from service.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from service.learning import snapshot_store
 from service.settings import RedisSettings
@@ -49,7 +51,7 @@ from service.store import connect_redis
 
 SCRIPT = Path(__file__).with_suffix(".lua")
 TARGET_APP, REFERENCE_APP = "service.api.app:create_app", "bench.reference_api:create_app"
-UVICORN_OPTIONS = ("--factory", "--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop",
+UVICORN_OPTIONS = ("--factory", "--host", "127.0.0.1", "--loop", "uvloop",
                    "--http", "httptools", "--no-access-log", "--log-level", "warning")  # fmt: skip
 WRK_MISSING = "wrk is not on PATH: `apt-get install wrk` (Debian, Ubuntu) or `brew install wrk`"
 
@@ -256,10 +258,13 @@ async def main(args: argparse.Namespace) -> None:
         env = environment(kafka.bootstrap, redis.url, uuid.uuid4().hex[:8])
         await populate(env, args.customers, args.partitions)
         ports = {"target": free_port(), "reference": free_port()}
-        uvicorn = [sys.executable, "-m", "uvicorn"]
+        workers = ("--workers", str(args.workers))
+        uvicorn = [sys.executable, "-m", "uvicorn", *UVICORN_OPTIONS, *workers]
+        if args.workers > 1:  # as `parcours api --workers N` does: metrics shared by the workers
+            env[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="bench-metrics-")
         async with processes(
-            [*uvicorn, TARGET_APP, *UVICORN_OPTIONS, "--port", str(ports["target"])],
-            [*uvicorn, REFERENCE_APP, *UVICORN_OPTIONS, "--port", str(ports["reference"])],
+            [*uvicorn, TARGET_APP, "--port", str(ports["target"])],
+            [*uvicorn, REFERENCE_APP, "--port", str(ports["reference"])],
             env=env,
         ) as pids:
             endpoints = {
@@ -299,5 +304,8 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=32, help="for maximum throughput")
     parser.add_argument("--rate", type=int, default=1000, help="paced mode: requests/s aimed at")
     parser.add_argument("--paced-connections", type=int, default=10)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers of each endpoint (the same)"
+    )
     parser.add_argument("--profile", help="then write a py-spy profile (raw) of the API here")
     asyncio.run(main(parser.parse_args()))

@@ -6,6 +6,7 @@ errors and where the record came from, so it can be inspected, fixed and replaye
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -15,6 +16,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from service.bus import send_all
+from service.logs import at_record
+
+logger = logging.getLogger(__name__)
 
 HEADER_PREFIX = "parcours.dlq."
 _MAX_ERRORS = 20
@@ -60,3 +64,10 @@ class DeadLetterSink:
             for letter in letters
         ]
         await send_all(self._producer, self._topic, records, timeout_s=self._timeout_s)
+        for letter in letters:
+            record = letter.record
+            logger.warning(
+                "dead-lettered %s[%d]@%d to %s: %s", record.topic, record.partition,
+                record.offset, self._topic, letter.reason,
+                extra=at_record(record.topic, record.partition, record.offset),
+            )  # fmt: skip

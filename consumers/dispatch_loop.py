@@ -27,6 +27,7 @@ from consumers.runner import Backoff, until_done
 from models.errors import ParcoursError
 from models.offsets import OffsetTracker
 from models.triggers import Trigger
+from service.logs import at_record
 from service.metrics import DispatcherMetrics
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,10 @@ class DispatchLoop:
             trigger = Trigger.from_json(record.value)
         except ValueError as exc:
             self._metrics.triggers.labels("invalid").inc()
-            logger.warning("skipping %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, exc)
+            logger.warning(
+                "skipping %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, exc,
+                extra=at_record(tp.topic, tp.partition, record.offset),
+            )  # fmt: skip
             self._tracker.add(tp.partition, record.offset, 0)
             return
         deliveries = self._dispatcher.fan_out(trigger, record.timestamp)

@@ -224,6 +224,11 @@ class Dispatcher:
             "webhook delivery %s of trigger %s to %s dead-lettered after %d attempts: %s",
             delivery.delivery_id, delivery.trigger.id, delivery.subscription_id,
             delivery.attempts, result.error,
+            extra={
+                "delivery_id": delivery.delivery_id, "trigger_id": delivery.trigger.id,
+                "subscription_id": delivery.subscription_id,
+                "customer_id": delivery.trigger.customer_id,
+            },
         )  # fmt: skip
         job.settle()
 

@@ -37,6 +37,7 @@ from models.recommend import action_type_of
 from models.state import CartItem, JourneyState, decode_state, encode_state
 from models.triggers import Trigger
 from service.errors import WriteConflict
+from service.logs import at_record
 from service.metrics import ConsumerMetrics
 from service.store import JourneyStore, LabelWrite, Stored, Write
 
@@ -215,8 +216,12 @@ class StateUpdater:
                     x = labelling.features(result.state, t)
             except Exception as exc:  # a fold bug must not stall the partition
                 logger.exception(
-                    "cannot apply event at %s[%d]@%d", record.topic, record.partition, record.offset
-                )
+                    "cannot apply event at %s[%d]@%d", record.topic, record.partition,
+                    record.offset, extra=at_record(
+                        record.topic, record.partition, record.offset,
+                        customer_id=event.customer_id,
+                    ),
+                )  # fmt: skip
                 result.failed.append(DeadLetter(record, "apply_failed", [_error(exc)]))
                 result.state = self._rebuild(stored, result.applied)
                 result.newest = None  # its state object was replaced: no score this batch
