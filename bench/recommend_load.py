@@ -8,10 +8,10 @@ snapshot, then serves
   - reference: `bench.reference_api`, one Redis GET of the journey key, its JSON returned,
 with uvicorn, one worker each (`--workers N`: N each), the same options and the same Redis
 settings. Each run loads both endpoints in alternation, in two modes: as fast as wrk goes,
-and paced at a fixed rate (each wrk thread keeps a schedule; the achieved rate is reported). Every request asks for a
-random customer and a page context (`bench/recommend_load.lua`). Prints requests/s and p50/p99
-latency per run, the medians, the target/reference throughput ratios and the time redis-server
-spent per command.
+and paced at a fixed rate (each wrk thread keeps a schedule; the achieved rate is reported).
+Every request asks for a random customer and a page context (`bench/recommend_load.lua`).
+Prints requests/s and p50/p99 latency per run, the medians, the target/reference throughput
+ratios and the time redis-server spent per command.
 
     python -m bench.recommend_load --runs 5 --profile profile.txt
 
