@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord  # of bytes key and value
 
+NEW_CUSTOMER = "new"
+"""The stage a customer's first event moves them from, in the stage-transition metric."""
+
 
 @dataclass(slots=True)
 class _Folded:
@@ -62,6 +65,7 @@ class _Folded:
     latest: dict[int, int] = field(default_factory=dict)  # newest event time per partition
     lessons: list[CatalogUpdate] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
+    moves: list[tuple[str, str]] = field(default_factory=list)  # (stage left, stage entered)
 
 
 class StateUpdater:
@@ -228,6 +232,8 @@ class StateUpdater:
                 continue
             if skipped is None:
                 result.applied.append((event, record))
+                if result.state.stage != prev_stage:
+                    result.moves.append((prev_stage or NEW_CUSTOMER, result.state.stage))
                 if lesson is not None:
                     result.lessons.append(lesson)
                 digest = last_digest(result.state) if labelling or triggering else ""
@@ -263,9 +269,11 @@ class StateUpdater:
         applied_types: dict[str, int] = {}
         redelivered = duplicates = 0
         oldest: dict[int, int] = {}
+        moves: Counter[tuple[str, str]] = Counter()
         for result in folded:
             redelivered += result.redelivered
             duplicates += result.duplicates
+            moves.update(result.moves)
             for event, record in result.applied:
                 applied_types[event.type] = applied_types.get(event.type, 0) + 1
                 if event.type in FEEDBACK_TYPES:
@@ -276,6 +284,8 @@ class StateUpdater:
             metrics.state_lag.observe(max(0.0, now - timestamp / 1000))
         for event_type, count in applied_types.items():
             metrics.applied.labels(event_type).inc(count)
+        for (left, entered), count in moves.items():
+            metrics.stage_transitions.labels(left, entered).inc(count)
         if redelivered:
             metrics.deduplicated.labels("redelivered").inc(redelivered)
         if duplicates:

@@ -111,6 +111,12 @@ class ConsumerMetrics(RunnerMetrics):
             "Triggers not emitted because the journey map's frequency cap held them, by type.",
             ["type"], registry=registry,
         )  # fmt: skip
+        self.stage_transitions = Counter(
+            "parcours_journey_stage_transitions_total",
+            "Customers moving between journey stages, by stage left ('new' for a customer's "
+            "first event) and stage entered: the journey map's flows.",
+            ["from_stage", "to_stage"], registry=registry,
+        )  # fmt: skip
         self.catalog_updates = Counter(
             "parcours_catalog_updates_total",
             "Co-occurrence and trending updates learned from applied events.",

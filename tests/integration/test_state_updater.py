@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Sequence
 
 import orjson
 import pytest
 
-from models.events import Event
-from models.fold import Fold
+from models.events import Event, EventDecoder
+from models.fold import Fold, Position
 from models.state import JourneyState
 from service.errors import StoreUnavailable
 from service.store import JourneyStore, Write
@@ -56,6 +58,28 @@ async def test_handle_same_batch_twice_applies_each_event_once(worker: Worker) -
     expected = expected_states(worker.fold, records)
     assert await _stored(worker, list(expected)) == expected
     assert worker.sample("parcours_events_deduplicated_total", reason="redelivered") == 150
+    moves = _stage_moves(worker.fold, records)
+    assert sum(moves.values()) > len(expected), "the stream moves customers on, not just in"
+    for (left, entered), count in moves.items():  # counted once, not again on redelivery
+        sample = worker.sample(
+            "parcours_journey_stage_transitions_total", from_stage=left, to_stage=entered
+        )
+        assert sample == count, (left, entered)
+
+
+def _stage_moves(fold: Fold, records: Sequence) -> Counter[tuple[str, str]]:
+    """Stage changes of the pure fold, event by event: what the transition metric counts."""
+    decoder = EventDecoder(fold.map.event_types)
+    states: dict[str, JourneyState] = {}
+    moves: Counter[tuple[str, str]] = Counter()
+    for record in records:
+        event = decoder.decode(record.value, int(time.time() * 1000))
+        before = states.get(event.customer_id)
+        after = fold.apply(before, event, Position(record.partition, record.offset))
+        if before is None or after.stage != before.stage:
+            moves[(before.stage if before else "new", after.stage)] += 1
+        states[event.customer_id] = after
+    return moves
 
 
 async def test_handle_repeated_event_id_at_new_offset_is_skipped(worker: Worker) -> None:
