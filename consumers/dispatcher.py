@@ -89,7 +89,7 @@ class Dispatcher:
         self._subs, self._version = subs, version
         current = {sub.id: sub for sub in subs}
         for sub_id in [s for s in self._lanes if s not in current]:
-            await self._lanes.pop(sub_id).close()
+            await self._lanes.pop(sub_id).close(drop=self._drop)
             self._metrics.breaker.remove(sub_id)
         for sub in subs:
             if sub.id in self._lanes:
@@ -124,6 +124,12 @@ class Dispatcher:
             await self._park(job, lane.breaker.retry_at, "breaker_open")
         elif not lane.offer(job):
             await self._park(job, now + self._settings.park_poll_s, "backlog")
+
+    def _drop(self, job: Job) -> None:
+        """A delivery to a deleted subscription: settled, never attempted again. A parked copy
+        stays in Redis until claimed, when `submit` finds no subscription and removes it."""
+        self._metrics.deliveries.labels("dropped").inc()
+        job.settle()
 
     def _quiet_until(self, delivery: PendingDelivery, now: float) -> float | None:
         """The end of the journey map's quiet hours, for the capped (marketing) trigger types."""

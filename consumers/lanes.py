@@ -23,7 +23,7 @@ from models.webhooks import Subscription
 logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: a lane tracks the jobs it holds
 class Job:
     """A delivery to make: fresh from a trigger record (`on_settled` set) or claimed when parked."""
 
@@ -60,7 +60,8 @@ class Lane:
         self._max_backlog = max_backlog
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._on_crash = on_crash
-        self._follow_ups: set[asyncio.Task[None]] = set()
+        self._follow_ups: dict[asyncio.Task[None], Job] = {}
+        self._attempting: set[Job] = set()
         self._workers = [
             asyncio.create_task(self._serve(), name=f"webhook-lane-{sub.id}-{i}")
             for i in range(concurrency)
@@ -78,27 +79,40 @@ class Lane:
     def backlog(self) -> int:
         return self._queue.qsize()
 
-    async def close(self) -> None:
-        """Stop the workers; queued and in-flight fresh deliveries stay uncommitted."""
+    async def close(self, drop: Callable[[Job], None] | None = None) -> None:
+        """Stop the workers. Without `drop` (shutting down), queued and in-flight fresh
+        deliveries stay uncommitted, to be read again; with it (the subscription is gone),
+        each of them is handed to `drop`, which settles it."""
+        unfinished = [*self._attempting, *self._follow_ups.values()]
         tasks = [*self._workers, *self._follow_ups]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        while not self._queue.empty():
+            unfinished.append(self._queue.get_nowait())
+        if drop is not None:
+            for job in unfinished:
+                drop(job)
 
     async def _serve(self) -> None:
         while True:
             job = await self._queue.get()
+            self._attempting.add(job)
             try:
                 follow_up = await self._work(self, job)
             finally:
+                self._attempting.discard(job)
                 self._queue.task_done()
             if follow_up is not None:
                 task = asyncio.create_task(follow_up)
-                self._follow_ups.add(task)
-                task.add_done_callback(self._follow_ups.discard)
-                task.add_done_callback(lambda done: _report(done, self._on_crash))
+                self._follow_ups[task] = job
+                task.add_done_callback(self._follow_up_done)
+
+    def _follow_up_done(self, task: asyncio.Task[None]) -> None:
+        self._follow_ups.pop(task, None)
+        _report(task, self._on_crash)
 
 
 def _report(task: asyncio.Task[None], on_crash: Callable[[BaseException], None]) -> None:

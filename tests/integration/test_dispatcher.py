@@ -235,3 +235,31 @@ async def test_dispatcher_holds_capped_triggers_in_quiet_hours_but_not_the_other
         await asyncio.sleep(0.5)
         assert receiver.delivered_triggers() == {t.id for t in urgent}
         assert await dispatch.deliveries.parked_count() == 3
+
+
+async def test_deleting_a_subscription_drops_its_queued_deliveries_and_commits_them(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    # A hung receiver holds its lane's slots; deleting the subscription must not leave the
+    # trigger records it was working on holding back the partitions' commits.
+    settings = make_settings(
+        kafka_bootstrap, redis_url,
+        webhooks={**LOCAL, "timeout_s": 60.0, "concurrency": 2, "subscriptions_refresh_s": 0.2},
+    )  # fmt: skip
+    async with dispatching(settings) as dispatch:
+        hanging = await dispatch.receiver(Receiver(default=HANG))
+        sub = await dispatch.subscribe(hanging)
+        dispatch.start()
+        sent = triggers(20, tag="doomed-")
+        await dispatch.send(sent)
+        await wait_until(lambda: len(hanging.requests) == 2, timeout_s=30)
+        assert sum((await dispatch.committed()).values()) < len(sent)
+
+        assert await dispatch.subscriptions.delete(sub.id)
+
+        async def all_committed() -> bool:
+            return sum((await dispatch.committed()).values()) == len(sent)
+
+        await wait_until(all_committed, timeout_s=30)  # well before the 60 s attempt timeout
+        assert dispatch.sample("parcours_webhook_deliveries_total", outcome="dropped") == 20
+        assert len(hanging.requests) == 2, "nothing more goes to a deleted subscription"
