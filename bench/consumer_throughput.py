@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -87,12 +88,21 @@ async def produce(
 
 
 async def timed_until_committed(
-    bootstrap: str, group: str, topic: str, partitions: int, total: int
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: int,
+    total: int,
+    *,
+    ready: Callable[[], bool] | None = None,
+    on_start: Callable[[], object] | None = None,
 ) -> float:
     """Events per second between the first and the last commit the bench observes.
 
     One watcher client, reused: it reads the group's commits without joining the group and
-    polls four times a second, so measuring steals little CPU from the consumer.
+    polls four times a second, so measuring steals little CPU from the consumer. With `ready`,
+    the clock starts at the first poll that sees a commit once `ready()` holds (e.g. once
+    every member of a group has its partitions); `on_start` is called when it starts.
     """
     watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
     await watcher.start()
@@ -103,8 +113,10 @@ async def timed_until_committed(
         while time.monotonic() < deadline:
             done = sum([(await watcher.committed(tp)) or 0 for tp in tps])
             now = time.monotonic()
-            if first_at is None and done > 0:
+            if first_at is None and done > 0 and (ready is None or ready()):
                 first_at, first_done = now, done
+                if on_start is not None:
+                    on_start()
             if done >= total:
                 assert first_at is not None
                 assert first_done is not None
@@ -144,6 +156,29 @@ async def raw_run(bootstrap: str, topic: str, partitions: int, total: int) -> fl
         await consumer.stop()
 
 
+def consume_env(
+    bootstrap: str, redis_url: str, topic: str, tag: str, *, models: bool
+) -> dict[str, str]:
+    """The environment of a `parcours consume` process in group `bench-<tag>`, writing under
+    the Redis key prefix `bench-<tag>`. The short session timeout and heartbeat matter:
+    the embedded broker holds a group join for about half the session timeout."""
+    return {
+        **os.environ,
+        "PARCOURS_KAFKA_BOOTSTRAP": bootstrap,
+        "PARCOURS_KAFKA_EVENTS_TOPIC": topic,
+        "PARCOURS_KAFKA_DEAD_LETTER_TOPIC": f"{topic}.dlq",
+        "PARCOURS_KAFKA_CONSUMER_GROUP": f"bench-{tag}",
+        "PARCOURS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "PARCOURS_REDIS_URL": redis_url,
+        "PARCOURS_REDIS_KEY_PREFIX": f"bench-{tag}",
+        "PARCOURS_CONSUMER_METRICS_PORT": "0",
+        "PARCOURS_LOG_LEVEL": "WARNING",
+        "PARCOURS_MODELS_ENABLED": "true" if models else "false",
+        "PARCOURS_MODELS_SAMPLES_TOPIC": f"{topic}.samples-{tag}",
+    }
+
+
 async def parcours_run(
     bootstrap: str,
     redis_url: str,
@@ -156,21 +191,7 @@ async def parcours_run(
 ) -> float:
     tag = uuid.uuid4().hex[:8]
     group = f"bench-{tag}"
-    env = {
-        **os.environ,
-        "PARCOURS_KAFKA_BOOTSTRAP": bootstrap,
-        "PARCOURS_KAFKA_EVENTS_TOPIC": topic,
-        "PARCOURS_KAFKA_DEAD_LETTER_TOPIC": f"{topic}.dlq",
-        "PARCOURS_KAFKA_CONSUMER_GROUP": group,
-        "PARCOURS_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-        "PARCOURS_REDIS_URL": redis_url,
-        "PARCOURS_REDIS_KEY_PREFIX": f"bench-{tag}",
-        "PARCOURS_CONSUMER_METRICS_PORT": "0",
-        "PARCOURS_LOG_LEVEL": "WARNING",
-        "PARCOURS_MODELS_ENABLED": "true" if models else "false",
-        "PARCOURS_MODELS_SAMPLES_TOPIC": f"{topic}.samples-{tag}",
-    }
+    env = consume_env(bootstrap, redis_url, topic, tag, models=models)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "consume", env=env
     )

@@ -95,6 +95,11 @@ class EmbeddedServer:
             self._log.close()
             self._log = None
 
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (benchmarks read its CPU time from /proc)."""
+        return self._process.pid if self._process is not None else None
+
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""
         if self._process is not None:

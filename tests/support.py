@@ -92,6 +92,19 @@ async def wait_until(
         await asyncio.sleep(interval_s)
 
 
+async def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """How many records the group has committed over all partitions."""
+    return sum((await committed(bootstrap, group, topic, partitions)).values())
+
+
+async def caught_up(
+    bootstrap: str, group: str, topic: str, ends: dict[int, int], partitions: int
+) -> bool:
+    """The group has committed every partition up to `ends`."""
+    offsets = await committed(bootstrap, group, topic, partitions)
+    return offsets == {p: ends.get(p, 0) for p in range(partitions)}
+
+
 def expected_catalog(fold: Fold, records: Sequence[Record], settings: RecommendSettings) -> Catalog:
     """The pure catalog learned from the log's valid events, each applied once, in offset order."""
     decoder = EventDecoder(fold.map.event_types)
@@ -186,6 +199,21 @@ def journey_stream(
 
 def keyed(events: Sequence[dict[str, Any]]) -> list[tuple[bytes | None, bytes | None]]:
     return [(e["customer_id"].encode(), orjson.dumps(e)) for e in events]
+
+
+def with_client_faults(
+    events: Sequence[dict[str, Any]], *, seed: int, retried: float = 0.02, poison: int = 0
+) -> list[tuple[bytes | None, bytes | None]]:
+    """`events` keyed, with a share `retried` of them sent again later (client retries) and
+    `poison` records that break the contract, at reproducible places."""
+    rng = random.Random(seed)
+    messages = keyed(events)
+    for index in rng.sample(range(len(events) - 1000), int(len(events) * retried)):
+        retry_at = rng.randint(index + 1, len(messages))
+        messages.insert(retry_at, keyed([events[index]])[0])
+    for message in [(b"bad", b'{"event_id": "p%d", "type": ' % i) for i in range(poison)]:
+        messages.insert(rng.randint(0, len(messages)), message)
+    return messages
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import random
+import functools
 from pathlib import Path
 
 import orjson
@@ -18,17 +18,18 @@ from service.store import connect_redis, journey_store
 from tests.conftest import make_settings
 from tests.e2e.conftest import Role
 from tests.support import (
-    committed,
+    caught_up,
+    committed_total,
     expected_catalog,
     expected_states,
     journey_stream,
-    keyed,
     produce,
     read_records,
     read_until_quiet,
     settings_env,
     stored_states,
     wait_until,
+    with_client_faults,
 )
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.slow
 EVENTS = 50_000
 CUSTOMERS = 3_000
 PARTITIONS = 6
+POISON = 40
 
 
 async def _catalog_counts(
@@ -56,20 +58,6 @@ async def _catalog_counts(
     return clock, counts, dict(view.trending)
 
 
-def _stream_with_faults() -> tuple[list[tuple[bytes | None, bytes | None]], set[str], int]:
-    """50k events, 2% of them sent again later (client retries), and 40 poison records."""
-    rng = random.Random(5)
-    events = journey_stream(customers=CUSTOMERS, events=EVENTS, seed=5)
-    messages = keyed(events)
-    for index in rng.sample(range(EVENTS - 1000), EVENTS // 50):
-        retry_at = rng.randint(index + 1, len(messages))
-        messages.insert(retry_at, keyed([events[index]])[0])
-    poison = [(b"bad", b'{"event_id": "p%d", "type": ' % i) for i in range(40)]
-    for message in poison:
-        messages.insert(rng.randint(0, len(messages)), message)
-    return messages, {e["event_id"] for e in events}, len(poison)
-
-
 async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactly_once(
     kafka_bootstrap: str, redis_url: str, roles: list[Role], tmp_path: Path
 ) -> None:
@@ -77,7 +65,9 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     kafka = settings.kafka
     await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
     env = settings_env(settings)
-    messages, event_ids, poison = _stream_with_faults()
+    events = journey_stream(customers=CUSTOMERS, events=EVENTS, seed=5)
+    messages = with_client_faults(events, seed=5, poison=POISON)
+    watched = (kafka_bootstrap, kafka.consumer_group, kafka.events_topic)
     ends: dict[int, int] = {}
 
     killed = asyncio.Event()
@@ -100,12 +90,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
         roles.append(role)
         return role
 
-    async def progress() -> int:
-        offsets = await committed(
-            kafka_bootstrap, kafka.consumer_group, kafka.events_topic, PARTITIONS
-        )
-        return sum(offsets.values())
-
+    progress = functools.partial(committed_total, *watched, PARTITIONS)
     first = start("first")
     producing = asyncio.create_task(produce_paced())
     await wait_until(progress, timeout_s=60)
@@ -121,13 +106,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     await producing
     assert 0 < done_before_kill < sum(ends.values())
 
-    async def caught_up() -> bool:
-        offsets = await committed(
-            kafka_bootstrap, kafka.consumer_group, kafka.events_topic, PARTITIONS
-        )
-        return offsets == {p: ends.get(p, 0) for p in range(PARTITIONS)}
-
-    await wait_until(caught_up, timeout_s=180, interval_s=0.5)
+    await wait_until(lambda: caught_up(*watched, ends, PARTITIONS), timeout_s=180, interval_s=0.5)
     assert second.terminate() == 0
     assert restarted.terminate() == 0
 
@@ -144,7 +123,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     assert not mismatched, (
         f"{len(mismatched)} journeys differ from the pure fold, e.g. {mismatched[:5]}"
     )
-    assert sum(s.events_applied for s in stored.values() if s) == len(event_ids)
+    assert sum(s.events_applied for s in stored.values() if s) == len(events)
 
     # the catalog learned every applied event once: basket counts and trending as the pure model
     reference = expected_catalog(build_fold(settings.journey), records, settings.recommend)
@@ -166,5 +145,5 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     }
     poison_positions = {(r.partition, r.offset) for r in records if r.key == b"bad"}
     assert positions == poison_positions
-    assert len(poison_positions) == poison
+    assert len(poison_positions) == POISON
     assert all(orjson.loads(dict(r.headers)["parcours.dlq.errors"]) for r in letters)
