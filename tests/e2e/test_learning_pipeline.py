@@ -96,8 +96,10 @@ async def test_label_pending_across_a_consumer_kill_resolves_once_and_is_learned
 
     try:
         await wait_until(both_learned, timeout_s=120)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}: {progress}\n{trainer.output()}") from None
+    except AssertionError as exc:  # say what the samples topic held and what each role saw
+        found = [(s.id, s.kind, s.label, s.at) for s in await samples()]
+        logs = "\n".join(f"--- {r.log.name}\n{r.output()[-4000:]}" for r in roles)
+        raise AssertionError(f"{exc}: {progress}\nsamples on the topic: {found}\n{logs}") from None
     all_samples = await samples()
     await redis.aclose()
 
