@@ -16,7 +16,7 @@ the two reads only causes one more reload, never a missed one.
 from __future__ import annotations
 
 import builtins
-from typing import Any, Final
+from typing import Final
 
 import orjson
 from redis.asyncio import Redis
@@ -26,23 +26,15 @@ from models.webhooks import Filter, Subscription
 from service.errors import StoreUnavailable
 from service.store import REDIS_ERRORS
 
-_CREATE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+_WRITE: Final = """
+if redis.call('EXISTS', KEYS[1]) ~= tonumber(ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('INCR', KEYS[3])
 return 1
 """
-"""KEYS: sub, index, version; ARGV: JSON, created_at, id. 0 if the id is taken."""
-
-_UPDATE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('INCR', KEYS[3])
-return 1
-"""
-"""KEYS: sub, index, version; ARGV: JSON, created_at, id. 0 if there is no such subscription."""
+"""KEYS: sub, index, version; ARGV: JSON, created_at, id, 1 to replace an existing one or 0
+to create a new one. 0 if the subscription's existence is not as expected."""
 
 _DELETE: Final = """
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
@@ -76,8 +68,7 @@ class SubscriptionStore:
     def __init__(self, redis: Redis, *, prefix: str) -> None:
         self._redis = redis
         self._keys = f"{prefix}:webhooks:"
-        self._create = redis.register_script(_CREATE)
-        self._update = redis.register_script(_UPDATE)
+        self._write_script = redis.register_script(_WRITE)
         self._delete = redis.register_script(_DELETE)
         self._list = redis.register_script(_LIST)
 
@@ -94,7 +85,7 @@ class SubscriptionStore:
 
     async def create(self, sub: Subscription) -> None:
         """Store a new subscription; raises `SubscriptionExists` if its id is taken."""
-        if not await self._write(self._create, sub, "creating"):
+        if not await self._write(sub, existing=False, doing="creating"):
             raise SubscriptionExists(f"subscription {sub.id!r} already exists")
 
     async def get(self, sub_id: str) -> Subscription | None:
@@ -114,7 +105,7 @@ class SubscriptionStore:
 
     async def update(self, sub: Subscription) -> bool:
         """Replace the subscription with `sub.id`; False if there is none."""
-        return await self._write(self._update, sub, "updating")
+        return await self._write(sub, existing=True, doing="updating")
 
     async def delete(self, sub_id: str) -> bool:
         """Remove a subscription; False if there was none."""
@@ -133,10 +124,16 @@ class SubscriptionStore:
             raise StoreUnavailable(f"reading the webhook subscriptions version: {exc}") from exc
         return int(raw) if raw is not None else 0
 
-    async def _write(self, script: Any, sub: Subscription, doing: str) -> bool:
+    async def _write(self, sub: Subscription, *, existing: bool, doing: str) -> bool:
         keys = [self.key(sub.id), self.index_key, self.version_key]
+        args: list[bytes | str | int] = [
+            encode_subscription(sub),
+            sub.created_at,
+            sub.id,
+            int(existing),
+        ]
         try:
-            done = await script(keys=keys, args=[encode_subscription(sub), sub.created_at, sub.id])
+            done = await self._write_script(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"{doing} a webhook subscription: {exc}") from exc
         return bool(done)
