@@ -63,6 +63,18 @@ local function decayed_counts(n_key, ref_key, items, pair_h, clock)
   return count, row_shrink
 end
 
+-- an ordered set: `add(item)` appends `item` to `list` the first time it is seen
+local function collector()
+  local list, seen = {}, {}
+  local function add(item)
+    if not seen[item] then
+      seen[item] = true
+      list[#list + 1] = item
+    end
+  end
+  return list, add
+end
+
 -- the `n` best members of `key`, fetching every member tied with the n-th when there are any
 local function best(key, n)
   if n <= 0 then return {} end
@@ -278,13 +290,8 @@ if state then
   end
 end
 
-local neighbours, want, wanted = {}, {}, {}
-local function need(item)
-  if not wanted[item] then
-    wanted[item] = true
-    want[#want + 1] = item
-  end
-end
+local neighbours = {}
+local want, need = collector()
 for j, s in ipairs(seeds) do
   need(s)
   neighbours[j] = best(base .. 'pairs:' .. s, per_seed)
@@ -367,13 +374,8 @@ for j = 1, n_items do items[j] = ARGV[8 + j] end
 for j = 1, tonumber(ARGV[9 + n_items]) do scopes[j] = ARGV[9 + n_items + j] end
 local clock = tonumber(redis.call('GET', CLOCK) or '0')
 
-local lists, want, wanted = {}, {}, {}
-local function need(item)
-  if not wanted[item] then
-    wanted[item] = true
-    want[#want + 1] = item
-  end
-end
+local lists = {}
+local want, need = collector()
 for j, s in ipairs(items) do
   need(s)
   lists[j] = best(base .. 'pairs:' .. s, per_seed)
