@@ -29,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.environment import isolated_env
 from service.embedded import EmbeddedKafka, EmbeddedRedis
 
 TYPES = ["product_view"] * 12 + ["page_view"] * 4 + ["add_to_cart"] * 2 + ["search", "purchase"]
@@ -162,20 +163,10 @@ def consume_env(
     """The environment of a `parcours consume` process in group `bench-<tag>`, writing under
     the Redis key prefix `bench-<tag>`. The short session timeout and heartbeat matter:
     the embedded broker holds a group join for about half the session timeout."""
-    return {
-        **os.environ,
-        "PARCOURS_KAFKA_BOOTSTRAP": bootstrap,
-        "PARCOURS_KAFKA_EVENTS_TOPIC": topic,
-        "PARCOURS_KAFKA_DEAD_LETTER_TOPIC": f"{topic}.dlq",
-        "PARCOURS_KAFKA_CONSUMER_GROUP": f"bench-{tag}",
+    return isolated_env(bootstrap, redis_url, f"bench-{tag}", events_topic=topic) | {
         "PARCOURS_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-        "PARCOURS_REDIS_URL": redis_url,
-        "PARCOURS_REDIS_KEY_PREFIX": f"bench-{tag}",
-        "PARCOURS_CONSUMER_METRICS_PORT": "0",
-        "PARCOURS_LOG_LEVEL": "WARNING",
         "PARCOURS_MODELS_ENABLED": "true" if models else "false",
-        "PARCOURS_MODELS_SAMPLES_TOPIC": f"{topic}.samples-{tag}",
     }
 
 

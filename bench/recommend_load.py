@@ -42,6 +42,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.consumer_throughput import produce, timed_until_committed
+from bench.environment import isolated_env
 from bench.shoppers import PRODUCTS, customer_id, events
 from service.api.exposition import MULTIPROCESS_ENV
 from service.embedded import EmbeddedKafka, EmbeddedRedis, free_port
@@ -81,22 +82,12 @@ def parse_wrk(stdout: str) -> Load:
 
 def environment(bootstrap: str, redis_url: str, tag: str) -> dict[str, str]:
     """Settings shared by the pipeline and both servers: fresh topics, groups and key prefix."""
-    return {
-        **os.environ,
-        "PARCOURS_KAFKA_BOOTSTRAP": bootstrap,
-        "PARCOURS_KAFKA_EVENTS_TOPIC": f"load-events-{tag}",
-        "PARCOURS_KAFKA_DEAD_LETTER_TOPIC": f"load-events-{tag}.dlq",
-        "PARCOURS_KAFKA_CONSUMER_GROUP": f"load-{tag}",
-        "PARCOURS_REDIS_URL": redis_url,
-        "PARCOURS_REDIS_KEY_PREFIX": f"load-{tag}",
-        "PARCOURS_MODELS_SAMPLES_TOPIC": f"load-samples-{tag}",
+    return isolated_env(bootstrap, redis_url, f"load-{tag}") | {
         "PARCOURS_MODELS_TRAINER_GROUP": f"load-trainer-{tag}",
         # A share of next-stage samples is enough for a trained snapshot; one trainer keeps up.
         "PARCOURS_MODELS_NEXT_STAGE_RATE": "0.05",
         "PARCOURS_MODELS_MIN_SAMPLES": "200",
-        "PARCOURS_CONSUMER_METRICS_PORT": "0",
         "PARCOURS_MODELS_TRAINER_METRICS_PORT": "0",
-        "PARCOURS_LOG_LEVEL": "WARNING",
     }
 
 

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import shutil
 import signal
 import statistics
@@ -50,6 +49,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.environment import isolated_env
 from bench.recommend_load import processes, wait_until_serving
 from models.triggers import Trigger
 from models.webhooks import Subscription
@@ -232,26 +232,16 @@ async def pace(slots: int, rate: float, send: Callable[[int], Awaitable[None]]) 
 
 def environment(bootstrap: str, redis_url: str, tag: str) -> dict[str, str]:
     """Both roles' settings: fresh topics, groups and key prefix, loopback targets allowed."""
-    return {
-        **os.environ,
-        "PARCOURS_KAFKA_BOOTSTRAP": bootstrap,
-        "PARCOURS_KAFKA_EVENTS_TOPIC": f"wh-events-{tag}",
-        "PARCOURS_KAFKA_DEAD_LETTER_TOPIC": f"wh-events-{tag}.dlq",
-        "PARCOURS_KAFKA_CONSUMER_GROUP": f"wh-state-{tag}",
+    return isolated_env(bootstrap, redis_url, f"wh-{tag}") | {
         "PARCOURS_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-        "PARCOURS_REDIS_URL": redis_url,
-        "PARCOURS_REDIS_KEY_PREFIX": f"wh-{tag}",
-        "PARCOURS_MODELS_SAMPLES_TOPIC": f"wh-samples-{tag}",
         "PARCOURS_TRIGGERS_TOPIC": f"wh-triggers-{tag}",
         "PARCOURS_WEBHOOKS_DEAD_LETTER_TOPIC": f"wh-triggers-{tag}.dlq",
         "PARCOURS_WEBHOOKS_DISPATCHER_GROUP": f"wh-dispatch-{tag}",
         # The receiver is on loopback over http: development settings, never production.
         "PARCOURS_WEBHOOKS_ALLOW_HTTP": "true",
         "PARCOURS_WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
-        "PARCOURS_CONSUMER_METRICS_PORT": "0",
         "PARCOURS_WEBHOOKS_METRICS_PORT": str(free_port()),
-        "PARCOURS_LOG_LEVEL": "WARNING",
     }
 
 
