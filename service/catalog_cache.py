@@ -31,6 +31,18 @@ class _Expiring(Generic[K]):
         hit = self._entries.get(key)
         return hit[1] if hit is not None and now - hit[0] < ttl_s else None
 
+    def split(self, keys: Iterable[K], now: float, ttl_s: float) -> tuple[dict[K, Scored], list[K]]:
+        """The fresh values of `keys` (each once), and the keys to fetch."""
+        found: dict[K, Scored] = {}
+        missing: list[K] = []
+        for key in dict.fromkeys(keys):
+            hit = self.fresh(key, now, ttl_s)
+            if hit is None:
+                missing.append(key)
+            else:
+                found[key] = hit
+        return found, missing
+
     def put(self, key: K, value: Scored, now: float) -> None:
         self._entries.pop(key, None)
         self._entries[key] = (now, value)
@@ -76,22 +88,8 @@ class CatalogCache:
         """Every item's neighbours and every scope's trending list; one script call for the
         missing or stale ones (none when all are fresh and the clock is too)."""
         now, ttl = self._clock(), self._ttl_s
-        neighbours: dict[str, Scored] = {}
-        trending: dict[str | None, Scored] = {}
-        want_items: list[str] = []
-        want_scopes: list[str | None] = []
-        for item in dict.fromkeys(items):
-            hit = self._neighbours.fresh(item, now, ttl)
-            if hit is None:
-                want_items.append(item)
-            else:
-                neighbours[item] = hit
-        for scope in dict.fromkeys(scopes):
-            hit = self._scopes.fresh(scope, now, ttl)
-            if hit is None:
-                want_scopes.append(scope)
-            else:
-                trending[scope] = hit
+        neighbours, want_items = self._neighbours.split(items, now, ttl)
+        trending, want_scopes = self._scopes.split(scopes, now, ttl)
         stale_clock = now - self._catalog_clock[0] >= ttl
         if want_items or want_scopes or stale_clock:
             got = await self._store.neighbourhood(
