@@ -74,7 +74,9 @@ class Channel(StrEnum):
     other = "other"
 
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ID_PATTERN: Final = r"^[^\x00-\x1f\x7f]+$"
+"""Identifiers (customer, event, product, order ids): no control characters."""
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 
 class EventProperties(BaseModel):

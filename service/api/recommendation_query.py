@@ -14,9 +14,9 @@ from typing import Any, Final, NamedTuple, cast
 
 from fastapi.exceptions import RequestValidationError
 
+from models.events import ID_PATTERN
 from models.recommend import CONTEXTS, Context
 
-ID_PATTERN: Final = r"^[^\x00-\x1f\x7f]+$"
 _ID: Final = re.compile(ID_PATTERN)
 MAX_LIMIT: Final = 100
 DEFAULT_CONTEXT: Final[Context] = "home"

@@ -27,7 +27,7 @@ class BatchRequest(BaseModel):
 
     customer_ids: list[Identifier] = Field(min_length=1, max_length=1000)
     context: PageContext = "email"
-    limit: int | None = Field(default=None, ge=1, le=100)
+    limit: int | None = Field(default=None, ge=1, le=query.MAX_LIMIT)
     category: str | None = Field(default=None, min_length=1, max_length=256)
 
 
