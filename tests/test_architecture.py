@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("models", "service", "consumers")
 IO_LIBRARIES = {
-    "asyncio", "socket", "aiokafka", "redis", "fastapi", "starlette", "uvicorn", "httpx",
+    "asyncio", "socket", "aiokafka", "redis", "fastapi", "starlette", "uvicorn", "httpx", "aiohttp",
     "prometheus_client", "subprocess", "urllib",
 }  # fmt: skip
 COMPOSITION_ROOT = "service.cli"
