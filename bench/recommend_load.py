@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import orjson
-from redis.asyncio import Redis
 
 from bench.consumer_throughput import produce, timed_until_committed
 from bench.environment import isolated_env
@@ -48,7 +47,7 @@ from service.api.exposition import MULTIPROCESS_ENV
 from service.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from service.learning import snapshot_store
 from service.settings import RedisSettings
-from service.store import connect_redis
+from service.store import RedisClient, connect_redis
 
 SCRIPT = Path(__file__).with_suffix(".lua")
 TARGET_APP, REFERENCE_APP = "service.api.app:create_app", "bench.reference_api:create_app"
@@ -223,7 +222,7 @@ def report(results: dict[tuple[str, bool], list[Load]], args: argparse.Namespace
     print(f"per-run ratios: {listed}; median {statistics.median(ratios):.2f}")
 
 
-async def redis_time(redis: Redis) -> str:
+async def redis_time(redis: RedisClient) -> str:
     """Time inside redis-server per command during the timed runs, from INFO commandstats."""
     stats = await redis.info("commandstats")
     busiest = sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:4]

@@ -15,20 +15,16 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from service.settings import get_settings
-from service.store import connect_redis
+from service.store import journey_store, redis_from_settings
 
 
 def create_app() -> FastAPI:
     redis_settings = get_settings().redis
-    prefix = redis_settings.key_prefix
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.redis = connect_redis(
-            redis_settings.url,
-            socket_timeout_s=redis_settings.socket_timeout_s,
-            max_connections=redis_settings.max_connections,
-        )
+        app.state.redis = redis_from_settings(redis_settings)
+        app.state.journeys = journey_store(app.state.redis, redis_settings)
         try:
             yield
         finally:
@@ -38,7 +34,7 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/customers/{customer_id}/{resource}")
     async def get_raw(customer_id: str, resource: str, request: Request) -> Response:
-        raw = await request.app.state.redis.get(f"{prefix}:journey:{customer_id}")
+        raw = await request.app.state.redis.get(request.app.state.journeys.key(customer_id))
         if raw is None:
             raise HTTPException(404, f"no journey for customer {customer_id!r}")
         return Response(raw.partition(b" ")[2], media_type="application/json")

@@ -177,14 +177,9 @@ class Setup:
 
 async def measure_memory(redis: Redis, prefix: str, used_before: int, customers: int) -> Memory:
     used = int((await redis.info("memory"))["used_memory"]) - used_before
-    journeys = [k async for k in redis.scan_iter(match=f"{prefix}:journey:*", count=1000)]
-    due = f"{prefix}:labels:due:".encode()
-    books = [
-        k
-        async for k in redis.scan_iter(match=f"{prefix}:labels:*", count=1000)
-        if not k.startswith(due)
-    ]
-    catalog = [k async for k in redis.scan_iter(match=f"{prefix}:catalog:*", count=1000)]
+    journeys = [k async for k in redis.scan_iter(match=f"{prefix}:{{j*}}:journey:*", count=1000)]
+    books = [k async for k in redis.scan_iter(match=f"{prefix}:{{j*}}:labels:*", count=1000)]
+    catalog = [k async for k in redis.scan_iter(match=f"{prefix}:{{catalog}}:*", count=1000)]
     return Memory(
         customers,
         used,

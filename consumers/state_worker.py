@@ -40,9 +40,7 @@ async def run_state_consumer(
     async with worker_io(
         settings, group=group, max_redis_connections=settings.redis.max_connections
     ) as io:
-        store = journey_store(
-            io.redis, prefix=settings.redis.key_prefix, ttl_days=settings.redis.journey_ttl_days
-        )
+        store = journey_store(io.redis, settings.redis)
         dead_letters = DeadLetterSink(
             io.producer, kafka.dead_letter_topic, group=group, timeout_s=kafka.produce_timeout_s
         )

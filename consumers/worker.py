@@ -9,19 +9,18 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 
 from consumers.runner import Backoff, BatchRunner, Handler
 from service.bus import ensure_parcours_topics, make_consumer, make_producer
-from service.errors import BusUnavailable
+from service.errors import BusUnavailable, StoreUnavailable
 from service.metrics import RunnerMetrics
 from service.settings import Settings
-from service.store import connect_redis
+from service.store import RedisClient, learn_topology, redis_from_settings
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerIO:
-    redis: Redis
+    redis: RedisClient
     producer: AIOKafkaProducer
     consumer: AIOKafkaConsumer
 
@@ -37,19 +36,19 @@ async def worker_io(
             await ensure_parcours_topics(settings)
     except (KafkaError, OSError) as exc:
         raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
-    redis = connect_redis(
-        settings.redis.url,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-        max_connections=max_redis_connections,
-    )
+    redis = redis_from_settings(settings.redis, max_connections=max_redis_connections)
     producer = make_producer(kafka)
     consumer = make_consumer(kafka, group_id=group)
     try:
+        await learn_topology(redis)
         await producer.start()
     except (KafkaError, OSError) as exc:
         await producer.stop()
         await redis.aclose()
         raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
+    except StoreUnavailable:
+        await redis.aclose()
+        raise
     try:
         yield WorkerIO(redis, producer, consumer)
     finally:

@@ -1,6 +1,6 @@
 """The catalog models in Redis: "frequently bought together" and trending products.
 
-Keys, under `<prefix>:catalog:` (item ids and categories are key suffixes, any characters):
+Keys, under `<prefix>:{catalog}:` (item ids and categories are key suffixes, any characters):
 
 - `n` and `ref`: hashes item -> scaled basket count `n(item)`, and item -> its reference time.
   Two global hashes rather than one hash per item, so a read fetches the counts of all its
@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from models.catalog import CatalogUpdate
@@ -35,8 +34,9 @@ from models.state import SCHEMA_VERSION
 from models.trending import RENORMALISE_AFTER
 from service.catalog_scripts import LEARN, NEIGHBOURS, READ
 from service.errors import StoreUnavailable
+from service.keyspace import CATALOG_TAG
 from service.settings import RecommendSettings
-from service.store import REDIS_ERRORS
+from service.store import REDIS_ERRORS, RedisClient
 
 JOURNEY_FIELDS: Final = {
     "v": "schema version, a number",
@@ -94,7 +94,7 @@ class CatalogStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         pair_half_life_ms: int,
@@ -108,7 +108,7 @@ class CatalogStore:
         if top_k < 1 or top_n < 1 or max_basket < 2:
             raise ValueError("need top_k >= 1, top_n >= 1 and max_basket >= 2")
         self._redis = redis
-        self._base = base = f"{prefix}:catalog:"
+        self._base = base = f"{prefix}:{CATALOG_TAG}:"
         self._keys = [f"{base}{name}" for name in ("fence", "clock", "n", "ref", "topref", "top")]
         self._half_lives = (pair_half_life_ms, trending_half_life_ms or 0)  # 0: no decay
         self._limits = (top_k, top_n)
@@ -237,7 +237,7 @@ def _scored(flat: list[bytes]) -> tuple[tuple[str, float], ...]:
     return tuple((flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
-def catalog_store(redis: Redis, prefix: str, settings: RecommendSettings) -> CatalogStore:
+def catalog_store(redis: RedisClient, prefix: str, settings: RecommendSettings) -> CatalogStore:
     """The catalog store as the settings configure it (consumers and API alike)."""
     return CatalogStore(
         redis,

@@ -1,6 +1,6 @@
 """Webhook delivery records in Redis: the delivery log, parked deliveries, dead ones, breakers.
 
-Keys under `<prefix>:webhooks:`
+Keys under `<prefix>:{webhooks}:`
 - `log:<sub>`: list of recent attempts, newest first, trimmed to the configured length.
 - `parked` (sorted set: delivery id by due time) and `parked:data` (hash: delivery id to the
   `PendingDelivery` JSON): deliveries waiting for a retry or for a receiver to come back. A
@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
-from redis.asyncio import Redis
 
 from models.delivery import AttemptRecord, PendingDelivery
 from service.errors import StoreUnavailable
-from service.store import REDIS_ERRORS
+from service.keyspace import WEBHOOKS_TAG
+from service.store import REDIS_ERRORS, RedisClient
 
 _CLAIM: Final = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -42,9 +42,11 @@ return found
 class DeliveryStore:
     """See the module docstring; Redis failures surface as `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis, *, prefix: str, log_length: int, dead_kept_s: float) -> None:
+    def __init__(
+        self, redis: RedisClient, *, prefix: str, log_length: int, dead_kept_s: float
+    ) -> None:
         self._redis = redis
-        self._base = f"{prefix}:webhooks:"
+        self._base = f"{prefix}:{WEBHOOKS_TAG}:"
         self._parked = self._base + "parked"
         self._parked_data = self._base + "parked:data"
         self._log_length = log_length

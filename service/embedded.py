@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from service.errors import ConfigurationError
 
@@ -178,6 +178,97 @@ class EmbeddedRedis(EmbeddedServer):
             "--appendonly", "no"]  # fmt: skip
         return [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", *durability, "--dir", str(self.workdir)]  # fmt: skip
+
+
+class EmbeddedRedisNode(EmbeddedRedis):
+    """A redis-server in cluster mode: one primary of an `EmbeddedRedisCluster`."""
+
+    name = "redis-node"
+
+    def __init__(self) -> None:
+        super().__init__(_cluster_port())
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--cluster-enabled", "yes", "--cluster-node-timeout",
+                "5000", "--cluster-config-file", "nodes.conf"]  # fmt: skip
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 above it, below 65,536) is free as well."""
+    while True:
+        port = free_port()
+        if port > 55_535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
+class EmbeddedRedisCluster:
+    """A Redis Cluster of `primaries` nodes on loopback (no replicas), the slots split evenly.
+
+    Formed with CLUSTER ADDSLOTS and MEET, as `redis-cli --cluster create` does, so it needs
+    only the server binary.
+    """
+
+    def __init__(self, primaries: int = 3) -> None:
+        self.nodes = [EmbeddedRedisNode() for _ in range(primaries)]
+
+    @property
+    def url(self) -> str:
+        """Any node's URL serves a cluster client as its starting point."""
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        import redis  # the synchronous client: forming runs before any event loop
+
+        for node in self.nodes:
+            node.start()
+        clients: list[Any] = [redis.Redis(port=n.port, socket_timeout=5) for n in self.nodes]
+        try:
+            slots = range(16384)
+            share = len(slots) // len(clients)
+            for i, client in enumerate(clients):
+                mine = (
+                    slots[i * share :]
+                    if i == len(clients) - 1
+                    else slots[i * share : (i + 1) * share]
+                )
+                client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+                client.execute_command("CLUSTER", "ADDSLOTS", *mine)
+            for client in clients[1:]:
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            deadline = time.monotonic() + timeout_s
+            while not all(self._formed(client) for client in clients):
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise ConfigurationError(f"the Redis Cluster did not form in {timeout_s}s")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _formed(self, client: Any) -> bool:
+        info = client.cluster("INFO")
+        return bool(
+            info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == len(self.nodes)
+        )
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def redis_server_binary() -> str:

@@ -34,7 +34,7 @@ from service.embedded import EmbeddedKafka, EmbeddedRedis
 from service.learning import fresh_training, snapshot_store
 from service.replay import Format, replay_file
 from service.settings import Settings
-from service.store import connect_redis
+from service.store import redis_from_settings
 
 Worker = Callable[[Settings, asyncio.Event, CollectorRegistry], Coroutine[Any, Any, None]]
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -239,15 +239,11 @@ async def read_samples(settings: Settings) -> list[Sample]:
 
 async def _leftovers(settings: Settings) -> tuple[dict[str, int], dict[str, Any]]:
     """Predictions still pending (censored) in the label books, and the live trainer's meta."""
-    redis = connect_redis(
-        settings.redis.url, socket_timeout_s=settings.redis.socket_timeout_s, max_connections=2
-    )
+    redis = redis_from_settings(settings.redis, max_connections=2)
     censored = {"next_stage": 0, "abandonment": 0}
     prefix = settings.redis.key_prefix
     try:
-        async for key in redis.scan_iter(match=f"{prefix}:labels:*", count=1000):
-            if key.startswith(f"{prefix}:labels:due:".encode()):
-                continue
+        async for key in redis.scan_iter(match=f"{prefix}:{{j*}}:labels:*", count=1000):
             raw = await redis.get(key)
             book = decode_book(raw if isinstance(raw, bytes) else None)
             censored["next_stage"] += len(book.next_stage)

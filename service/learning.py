@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from models.features import feature_vector
 from models.journeymap import JourneyMap
 from models.labels import Labeler
@@ -12,6 +10,7 @@ from service.metrics import ModelMetrics
 from service.scoring import LiveScorer
 from service.settings import ModelSettings, RedisSettings
 from service.snapshots import ModelRegistry, SnapshotStore
+from service.store import RedisClient
 
 
 def build_labeler(models: ModelSettings) -> Labeler:
@@ -35,12 +34,12 @@ def fresh_training(models: ModelSettings, journey_map: JourneyMap) -> TrainingSt
     )
 
 
-def snapshot_store(redis: Redis, settings: RedisSettings) -> SnapshotStore:
+def snapshot_store(redis: RedisClient, settings: RedisSettings) -> SnapshotStore:
     return SnapshotStore(redis, prefix=settings.key_prefix)
 
 
 def live_scorer(
-    redis: Redis,
+    redis: RedisClient,
     settings: RedisSettings,
     models: ModelSettings,
     journey_map: JourneyMap,

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,7 +52,17 @@ class RedisSettings(_Group):
     url: str | None = Field(
         default=None, description="redis://host:port/db; unset means `parcours dev` embeds one"
     )
+    cluster: bool = Field(
+        default=False, description="the URL names a node of a Redis Cluster (see service.keyspace)"
+    )
     key_prefix: str = "parcours"
+    journey_shards: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="hash tags journeys are spread over, for Redis Cluster; fixed for the data's "
+        "life (changing it moves every journey's key)",
+    )
     socket_timeout_s: float = Field(default=2.0, gt=0)
     max_connections: int = Field(default=64, ge=1)
     journey_ttl_days: float = Field(
@@ -263,6 +273,17 @@ class Settings(BaseSettings):
     triggers: TriggerSettings = TriggerSettings()
     webhooks: WebhookSettings = WebhookSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _cluster_needs_catalog_cache(self) -> Settings:
+        """Uncached recommendations read the journey inside the catalog's script, which a
+        cluster refuses (the two live in different slots)."""
+        if self.redis.cluster and self.recommend.cache_ttl_s == 0:
+            raise ValueError(
+                "PARCOURS_RECOMMEND_CACHE_TTL_S=0 needs standalone Redis; with "
+                "PARCOURS_REDIS_CLUSTER=true set it above 0"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -16,13 +16,12 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 import orjson
-from redis.asyncio import Redis
 
 from models.errors import ParcoursError
 from models.snapshot import SnapshotError, load_snapshot
 from service.errors import StoreUnavailable
 from service.metrics import ModelMetrics
-from service.store import REDIS_ERRORS
+from service.store import REDIS_ERRORS, RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class Snapshot(NamedTuple):
 class SnapshotStore:
     """Reads and publishes the newest snapshot; Redis failures surface as `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str) -> None:
         self._redis = redis
         self.key = f"{prefix}:models"
         self._publish = redis.register_script(_PUBLISH)

@@ -4,28 +4,39 @@ Writes are compare-and-set on `rev`, so a writer that lost its partitions in a r
 read a journey before the new owner changed it) cannot overwrite newer state. The state itself
 carries the offset fence and event-id window, so the atomic write is also the fence.
 A batch is read with one MGET and written with one script call: the cheapest shapes for
-redis-py, whose per-command overhead otherwise dominates. Multi-key scripts need standalone
-Redis (or Sentinel); Redis Cluster is not supported.
+redis-py, whose per-command overhead otherwise dominates. On Redis Cluster, the same batch is
+read with one MGET per slot and written with one script call per journey tag, concurrently
+(see `service.keyspace`).
 
-Beside each journey, a customer's pending predictions (`models.labels.LabelBook`) live under
-`<prefix>:labels:<customer>` and their earliest deadline in a per-partition sorted set
-`<prefix>:labels:due:<partition>`; they are written by the same script call as the journey,
-so a label is recorded or resolved exactly when the event that caused it is applied. Each
-partition's watermark (newest event time applied) is a field of `<prefix>:watermarks`.
+A journey lives at `<prefix>:{j<n>}:journey:<customer>`. Beside it, a customer's pending
+predictions (`models.labels.LabelBook`) live under `<prefix>:{j<n>}:labels:<customer>` and
+their earliest deadline in the sorted set `<prefix>:{j<n>}:due:<partition>` (one per tag and
+partition); they are written by the same script call as the journey, so a label is recorded
+or resolved exactly when the event that caused it is applied. Each partition's watermark
+(newest event time applied) is a field of `<prefix>:watermarks`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from models.state import JourneyState, decode_state
 from service.errors import ConfigurationError, StoreUnavailable
+from service.keyspace import journey_shard, journey_tag
 from service.resp import PackingConnection
+from service.settings import RedisSettings
+
+RedisClient: TypeAlias = Redis | RedisCluster
+"""A standalone (or Sentinel-fronted) Redis, or a Redis Cluster: every store takes either."""
 
 _PUT: Final = """
 local ttl = ARGV[1]
@@ -145,23 +156,32 @@ def split_value(raw: bytes | str | None) -> tuple[int, bytes | None]:
 class JourneyStore:
     """Loads and saves journey states; Redis failures surface as `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis, *, prefix: str, ttl_ms: int) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, ttl_ms: int, shards: int = 1) -> None:
         self.redis = redis
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = ttl_ms
+        self._shards = shards
+        self._cluster = isinstance(redis, RedisCluster)
         self._save = redis.register_script(_SAVE)
         self._save_with_labels = redis.register_script(_SAVE_WITH_LABELS)
         self._advance = redis.register_script(_ADVANCE)
 
+    def _base(self, customer_id: str) -> str:
+        return f"{self._prefix}:{journey_tag(journey_shard(customer_id, self._shards))}:"
+
     def key(self, customer_id: str) -> str:
-        return f"{self._prefix}:journey:{customer_id}"
+        return f"{self._base(customer_id)}journey:{customer_id}"
 
     def labels_key(self, customer_id: str) -> str:
-        return f"{self._prefix}:labels:{customer_id}"
+        return f"{self._base(customer_id)}labels:{customer_id}"
 
-    def due_key(self, partition: int) -> str:
-        return f"{self._prefix}:labels:due:{partition}"
+    def due_key(self, customer_id: str, partition: int) -> str:
+        """The deadline index, of those for `partition`, that holds this customer's entry."""
+        return self._due_key(journey_shard(customer_id, self._shards), partition)
+
+    def _due_key(self, shard: int, partition: int) -> str:
+        return f"{self._prefix}:{journey_tag(shard)}:due:{partition}"
 
     @property
     def watermarks_key(self) -> str:
@@ -177,7 +197,10 @@ class JourneyStore:
         if with_labels:
             keys += [self.labels_key(c) for c in customer_ids]
         try:
-            values = await self._redis.mget(keys)
+            if isinstance(self._redis, RedisCluster):
+                values = await self._redis.mget_nonatomic(keys)
+            else:
+                values = await self._redis.mget(keys)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"loading journeys: {exc}") from exc
         n = len(customer_ids)
@@ -188,9 +211,26 @@ class JourneyStore:
         ]
 
     async def save_many(self, writes: Sequence[Write]) -> list[int]:
-        """Write every state whose revision still matches; returns indexes that did not."""
+        """Write every state whose revision still matches; returns indexes that did not.
+
+        One script call on standalone Redis; on a cluster, one per journey tag, concurrently.
+        """
         if not writes:
             return []
+        if not self._cluster:
+            return await self._save_group(writes)
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(writes):
+            groups.setdefault(journey_shard(w.customer_id, self._shards), []).append(i)
+        indexes = list(groups.values())
+        replies = await asyncio.gather(
+            *(self._save_group([writes[i] for i in group]) for group in indexes)
+        )
+        return sorted(
+            group[i] for group, reply in zip(indexes, replies, strict=True) for i in reply
+        )
+
+    async def _save_group(self, writes: Sequence[Write]) -> list[int]:
         if any(w.labels is not None or w.state is None for w in writes):
             return await self._save_labelled(writes)
         keys = [self.key(w.customer_id) for w in writes]
@@ -210,7 +250,7 @@ class JourneyStore:
             labels = w.labels
             partition = labels.partition if labels is not None else 0
             keys += [self.key(w.customer_id), self.labels_key(w.customer_id)]
-            keys.append(self.due_key(partition))
+            keys.append(self.due_key(w.customer_id, partition))
             book: bytes | str = "-"
             due: int | str = "-"
             if labels is not None:
@@ -248,14 +288,24 @@ class JourneyStore:
         return {p: int(v) for p, v in zip(wanted, raw, strict=True) if v is not None}
 
     async def due(self, partition: int, before_ms: int, limit: int) -> list[str]:
-        """Customers on `partition` with a label deadline before `before_ms`, earliest first."""
+        """Customers on `partition` with a label deadline before `before_ms`, earliest first.
+
+        Reads each journey tag's index for the partition (one pipelined round trip) and keeps
+        the earliest `limit` of their union.
+        """
         try:
-            members = await self._redis.zrangebyscore(
-                self.due_key(partition), "-inf", f"({before_ms}", start=0, num=limit
-            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard in range(self._shards):
+                    pipe.zrangebyscore(
+                        self._due_key(shard, partition), "-inf", f"({before_ms}",
+                        start=0, num=limit, withscores=True,
+                    )  # fmt: skip
+                replies = await pipe.execute()
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading label deadlines: {exc}") from exc
-        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        pairs = [pair for reply in replies for pair in reply]
+        earliest = pairs if self._shards == 1 else heapq.nsmallest(limit, pairs, key=_score)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m, _ in earliest]
 
     async def get(self, customer_id: str) -> JourneyState | None:
         """One customer's journey, or None if Parcours has never seen them."""
@@ -267,8 +317,10 @@ class JourneyStore:
         return decode_state(state) if state is not None else None
 
 
-def connect_redis(url: str | None, *, socket_timeout_s: float, max_connections: int) -> Redis:
-    """A pooled client; every command times out instead of hanging."""
+def connect_redis(
+    url: str | None, *, socket_timeout_s: float, max_connections: int, cluster: bool = False
+) -> RedisClient:
+    """A pooled client (a cluster client if `cluster`); every command times out, none hangs."""
     if not url:
         raise ConfigurationError(
             "PARCOURS_REDIS_URL is not set (use `parcours dev` for an embedded redis-server)"
@@ -278,10 +330,47 @@ def connect_redis(url: str | None, *, socket_timeout_s: float, max_connections: 
         "socket_connect_timeout": socket_timeout_s,
         "max_connections": max_connections,
     }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
     if url.startswith("redis://"):  # rediss:// and unix:// keep their connection classes
         options["connection_class"] = PackingConnection
     return Redis(connection_pool=ConnectionPool.from_url(url, **options))
 
 
-def journey_store(redis: Redis, *, prefix: str, ttl_days: float) -> JourneyStore:
-    return JourneyStore(redis, prefix=prefix, ttl_ms=int(ttl_days * 86_400_000))
+def redis_from_settings(
+    settings: RedisSettings, *, max_connections: int | None = None
+) -> RedisClient:
+    """`connect_redis` with the settings' URL, timeout, pool size and mode."""
+    return connect_redis(
+        settings.url,
+        socket_timeout_s=settings.socket_timeout_s,
+        max_connections=max_connections or settings.max_connections,
+        cluster=settings.cluster,
+    )
+
+
+async def learn_topology(redis: RedisClient) -> None:
+    """Have a cluster client learn the slot map now, before any concurrent command.
+
+    redis-py's cluster client learns it on first use, and commands that start concurrently on
+    a fresh client can find their connection closed under them. No-op for standalone Redis;
+    raises `StoreUnavailable` if no node answers.
+    """
+    if isinstance(redis, RedisCluster):
+        try:
+            await redis.initialize()
+        except (*REDIS_ERRORS, RedisClusterException) as exc:
+            raise StoreUnavailable(f"learning the Redis Cluster's slots: {exc}") from exc
+
+
+def journey_store(redis: RedisClient, settings: RedisSettings) -> JourneyStore:
+    return JourneyStore(
+        redis,
+        prefix=settings.key_prefix,
+        ttl_ms=int(settings.journey_ttl_days * 86_400_000),
+        shards=settings.journey_shards,
+    )
+
+
+def _score(pair: tuple[bytes, float]) -> float:
+    return pair[1]

@@ -1,6 +1,6 @@
 """Webhook subscriptions in Redis: what the API manages and the dispatcher delivers to.
 
-Keys, under `<prefix>:webhooks:`:
+Keys, under `<prefix>:{webhooks}:`:
 
 - `sub:<id>`: the subscription as one JSON string, secret included (the dispatcher signs
   with it, so it cannot be hashed).
@@ -19,12 +19,12 @@ import builtins
 from typing import Final
 
 import orjson
-from redis.asyncio import Redis
 
 from models.errors import ParcoursError
 from models.webhooks import Filter, Subscription
 from service.errors import StoreUnavailable
-from service.store import REDIS_ERRORS
+from service.keyspace import WEBHOOKS_TAG
+from service.store import REDIS_ERRORS, RedisClient
 
 _WRITE: Final = """
 if redis.call('EXISTS', KEYS[1]) ~= tonumber(ARGV[4]) then return 0 end
@@ -65,9 +65,9 @@ class SubscriptionExists(ParcoursError):
 class SubscriptionStore:
     """Creates, reads, changes and deletes subscriptions; Redis failures are `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str) -> None:
         self._redis = redis
-        self._keys = f"{prefix}:webhooks:"
+        self._keys = f"{prefix}:{WEBHOOKS_TAG}:"
         self._write_script = redis.register_script(_WRITE)
         self._delete = redis.register_script(_DELETE)
         self._list = redis.register_script(_LIST)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded import EmbeddedKafka, EmbeddedRedis
+from service.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
 from service.settings import (
     ConsumerSettings,
     KafkaSettings,
@@ -45,6 +45,13 @@ def redis_url() -> Iterator[str]:
         return
     with EmbeddedRedis() as redis:
         yield redis.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A three-primary Redis Cluster of our own (started only for the tests that ask)."""
+    with EmbeddedRedisCluster(primaries=3) as cluster:
+        yield cluster.url
 
 
 def make_settings(

@@ -21,7 +21,10 @@ from models.fold import Fold, Position
 from models.labels import ABANDONMENT, NEXT_STAGE, Sample
 from models.state import JourneyState, decode_state
 from models.trending import Trending
-from service.settings import RecommendSettings, Settings
+from service.api.schemas import JourneyPublic
+from service.journey import build_decoder, build_fold
+from service.replay import SAMPLE_FILE, read_lines
+from service.settings import JourneySettings, RecommendSettings, Settings
 from service.store import JourneyStore
 
 Record = Any  # aiokafka ConsumerRecord
@@ -300,3 +303,17 @@ def synthetic_samples(count: int, seed: int = 7) -> list[Sample]:
             kind, label = NEXT_STAGE, STAGES[min(STAGES.index(stage) + 1, len(STAGES) - 1)]
         samples.append(Sample(f"s-{i}", kind, f"c{i % 17}", "retail", i, i + 1, stage, x, label))
     return samples
+
+
+def sample_journeys() -> dict[str, JourneyPublic]:
+    """What `parcours replay sample` leaves, per customer: the pure fold of the sample file."""
+    fold = build_fold(JourneySettings())
+    decoder = build_decoder(JourneySettings(), fold.map)
+    states: dict[str, JourneyState] = {}
+    for line in read_lines(SAMPLE_FILE):
+        try:
+            event = decoder.decode(line.raw, int(time.time() * 1000))
+        except InvalidEvent:
+            continue
+        states[event.customer_id] = fold.apply(states.get(event.customer_id), event)
+    return {c: JourneyPublic.from_state(s) for c, s in states.items()}

@@ -38,7 +38,7 @@ from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
 from service.metrics import ApiMetrics, ModelMetrics
 from service.settings import Settings, get_settings
-from service.store import connect_redis, journey_store
+from service.store import journey_store, learn_topology, redis_from_settings
 from service.subscriptions import SubscriptionStore
 from service.webhook_sender import WebhookSender, make_http_client
 
@@ -59,11 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kafka, redis_settings = settings.kafka, settings.redis
-        redis = connect_redis(
-            redis_settings.url,
-            socket_timeout_s=redis_settings.socket_timeout_s,
-            max_connections=redis_settings.max_connections,
-        )
+        redis = redis_from_settings(redis_settings)
+        try:
+            await learn_topology(redis)
+        except StoreUnavailable as exc:  # readiness says so; the client retries on use
+            logger.warning("Redis not reachable at start-up: %s", exc)
 
         async def prepare() -> None:
             if kafka.create_topics:
@@ -73,9 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await producer.start(wait_s=5.0)
         scorer = live_scorer(redis, redis_settings, settings.models, fold.map, model_metrics)
         await scorer.registry.refresh(force=True)
-        store = journey_store(
-            redis, prefix=redis_settings.key_prefix, ttl_days=redis_settings.journey_ttl_days
-        )
+        store = journey_store(redis, redis_settings)
         recommend = settings.recommend
         catalog = catalog_store(redis, redis_settings.key_prefix, recommend)
         cache = None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from models.events import EventDecoder
 from models.journeymap import JourneyMap
 from service.api.recommender import Recommender
@@ -15,7 +13,7 @@ from service.metrics import ApiMetrics
 from service.scoring import LiveScorer
 from service.settings import Settings
 from service.snapshots import SnapshotStore
-from service.store import JourneyStore
+from service.store import JourneyStore, RedisClient
 from service.subscriptions import SubscriptionStore
 from service.webhook_sender import WebhookSender
 
@@ -25,7 +23,7 @@ class ApiContext:
     settings: Settings
     journey_map: JourneyMap
     decoder: EventDecoder
-    redis: Redis
+    redis: RedisClient
     store: JourneyStore
     producer: ManagedProducer
     publisher: EventPublisher

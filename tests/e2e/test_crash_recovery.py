@@ -45,7 +45,7 @@ async def _catalog_counts(
 ) -> tuple[int, dict[str, float], dict[str, float]]:
     """The stored catalog's clock, decayed basket count per product, and overall trending."""
     store = catalog_store(redis, settings.redis.key_prefix, settings.recommend)
-    base = f"{settings.redis.key_prefix}:catalog:"
+    base = f"{settings.redis.key_prefix}:{{catalog}}:"
     clock = int(await redis.get(base + "clock") or 0)
     scaled: dict[bytes, bytes] = await redis.hgetall(base + "n")  # type: ignore[assignment]
     refs: dict[bytes, bytes] = await redis.hgetall(base + "ref")  # type: ignore[assignment]
@@ -114,7 +114,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     assert len(records) == len(messages)
     expected = expected_states(build_fold(settings.journey), records)
     redis = connect_redis(redis_url, socket_timeout_s=5, max_connections=4)
-    store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
+    store = journey_store(redis, settings.redis)
     customers = sorted(expected)
     stored = await stored_states(store, customers)
     catalog = await _catalog_counts(redis, settings)

@@ -12,28 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.errors import InvalidEvent
-from service.api.schemas import JourneyPublic
 from service.embedded import free_port
-from service.journey import build_decoder, build_fold
-from service.replay import SAMPLE_FILE, read_lines
-from service.settings import JourneySettings
 from tests.e2e.conftest import Role
+from tests.support import sample_journeys
 
 pytestmark = pytest.mark.slow
-
-
-def _sample_journeys() -> dict[str, JourneyPublic]:
-    fold = build_fold(JourneySettings())
-    decoder = build_decoder(JourneySettings(), fold.map)
-    states = {}
-    for line in read_lines(SAMPLE_FILE):
-        try:
-            event = decoder.decode(line.raw, int(time.time() * 1000))
-        except InvalidEvent:
-            continue
-        states[event.customer_id] = fold.apply(states.get(event.customer_id), event)
-    return {c: JourneyPublic.from_state(s) for c, s in states.items()}
 
 
 def _listening(address: str) -> bool:
@@ -58,7 +41,7 @@ def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
     customer = re.search(r"/v1/customers/([^/]+)/journey", output.split("Try: curl")[1]).group(1)
     kafka = re.search(r"PARCOURS_KAFKA_BOOTSTRAP=(\S+)", output).group(1)
 
-    expected = _sample_journeys()
+    expected = sample_journeys()
     buyer = next(c for c, j in expected.items() if j.purchases.count and c != customer)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as api:
         for who in (customer, buyer):

@@ -50,7 +50,7 @@ async def test_label_pending_across_a_consumer_kill_resolves_once_and_is_learned
     }
     topic = settings.kafka.events_topic
     redis = connect_redis(redis_url, socket_timeout_s=2, max_connections=2)
-    store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
+    store = journey_store(redis, settings.redis)
 
     def start(args: list[str], name: str) -> Role:
         role = Role(args, env, tmp_path / f"{name}.log")

@@ -77,7 +77,7 @@ async def test_member_killed_and_member_added_mid_stream_fold_every_event_once(
     assert len(records) == len(messages)
     expected = expected_states(build_fold(settings.journey), records)
     redis = connect_redis(redis_url, socket_timeout_s=5, max_connections=4)
-    store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
+    store = journey_store(redis, settings.redis)
     stored = await stored_states(store, sorted(expected))
     await redis.aclose()
     mismatched = [c for c in sorted(expected) if stored[c] != expected[c]]

@@ -64,7 +64,7 @@ class Catalogs:
     async def snapshot(self) -> dict[bytes, Any]:
         """Every catalog key and its full contents, to show what a call changed."""
         found: dict[bytes, Any] = {}
-        async for key in self.redis.scan_iter(match=f"{self.prefix}:catalog:*", count=1000):
+        async for key in self.redis.scan_iter(match=f"{self.prefix}:{{catalog}}:*", count=1000):
             kind = await self.redis.type(key)
             if kind == b"hash":
                 found[key] = await self.redis.hgetall(key)

@@ -105,7 +105,7 @@ async def worker(settings: Settings) -> AsyncIterator[Worker]:
     redis = connect_redis(settings.redis.url, socket_timeout_s=1.0, max_connections=8)
     producer = make_producer(kafka)
     await producer.start()
-    store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
+    store = journey_store(redis, settings.redis)
     try:
         yield Worker(
             settings, redis, store, build_fold(settings.journey), producer,

@@ -73,10 +73,9 @@ async def test_catalog_random_stream_over_weeks_reads_as_pure_models(
 
     await learn_both(store, reference, updates, batch=37)
 
-    assert (
-        await catalog.redis.get(f"{catalog.prefix}:catalog:clock") == str(reference.clock).encode()
-    )
-    refs = await catalog.redis.hgetall(f"{catalog.prefix}:catalog:ref")
+    clock = await catalog.redis.get(f"{catalog.prefix}:{{catalog}}:clock")
+    assert clock == str(reference.clock).encode()
+    refs = await catalog.redis.hgetall(f"{catalog.prefix}:{{catalog}}:ref")
     first = {u.added[0]: u.at_ms for u in reversed(updates) if u.added}
     moved = sum(int(refs[item.encode()]) > at for item, at in first.items())
     assert (moved > 0) == (renormalise_after == 2)
@@ -115,9 +114,9 @@ async def test_catalog_renormalised_rows_and_scopes_move_their_reference_time(
 
     await learn_both(store, reference, updates, batch=3)
 
-    refs = await catalog.redis.hgetall(f"{catalog.prefix}:catalog:ref")
+    refs = await catalog.redis.hgetall(f"{catalog.prefix}:{{catalog}}:ref")
     assert refs == {b"a": str(late).encode(), b"b": str(late).encode(), b"c": str(late).encode()}
-    scopes = await catalog.redis.hgetall(f"{catalog.prefix}:catalog:topref")
+    scopes = await catalog.redis.hgetall(f"{catalog.prefix}:{{catalog}}:topref")
     assert scopes == {b"": str(late).encode(), b"shoes": str(late).encode()}
     [view] = await store.read([CatalogRead(catalog.journey_key("x"), "c", min_support=1e-30)])
     assert_view_agrees(view, reference, [("c", "viewed")], {"c"}, set(), None)
@@ -170,7 +169,7 @@ async def test_catalog_batch_mixing_old_and_new_offsets_applies_only_new_ones(
     applied = await store.learn(mixed)
 
     assert applied == reference.learn(mixed) == 5 + 3 + 3
-    fences = await catalog.redis.hgetall(f"{catalog.prefix}:catalog:fence")
+    fences = await catalog.redis.hgetall(f"{catalog.prefix}:{{catalog}}:fence")
     assert fences == {b"0": b"14", b"1": b"7", b"2": b"2"}
     [view] = await store.read([CatalogRead(catalog.journey_key("x"), ITEMS[0], min_support=0.3)])
     assert_view_agrees(view, reference, [(ITEMS[0], "viewed")], {ITEMS[0]}, set(), None)
@@ -208,6 +207,6 @@ async def test_catalog_clock_tick_moves_clock_and_fence_but_teaches_nothing(
     assert await store.learn([late_lesson]) == reference.learn([late_lesson]) == 0  # fenced
 
     assert await catalog.snapshot() == taught
-    assert taught[f"{catalog.prefix}:catalog:clock".encode()] == str(T0 + HOUR).encode()
+    assert taught[f"{catalog.prefix}:{{catalog}}:clock".encode()] == str(T0 + HOUR).encode()
     assert reference.clock == T0 + HOUR
     assert reference.fences == {0: 9}

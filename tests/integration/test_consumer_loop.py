@@ -88,7 +88,7 @@ async def test_consumer_survives_redis_outages_without_losing_or_repeating_event
     fold = build_fold(settings.journey)
     expected = expected_states(fold, records)
     redis = connect_redis(own_redis.url, socket_timeout_s=2, max_connections=2)
-    store = journey_store(redis, prefix=settings.redis.key_prefix, ttl_days=1)
+    store = journey_store(redis, settings.redis)
     stored = await stored_states(store, list(expected))
     await redis.aclose()
     assert stored == expected

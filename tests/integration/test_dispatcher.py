@@ -69,9 +69,15 @@ async def test_dispatcher_flaky_receiver_gets_every_trigger_signed_with_stable_i
             assert request.headers["parcours-trigger-type"] == orjson.loads(request.body)["type"]
             assert request.headers["content-type"] == "application/json"
             assert request.headers["user-agent"].startswith("Parcours-Webhooks/")
-    assert dispatch.sample("parcours_webhook_deliveries_total", outcome="delivered") >= 50
+
+    def counted() -> bool:  # once its log line is written, just after the receiver's 2xx
+        return (
+            dispatch.sample("parcours_webhook_deliveries_total", outcome="delivered") >= 50
+            and dispatch.sample("parcours_webhook_delivery_lag_seconds_count") >= 50
+        )
+
+    await wait_until(counted, timeout_s=10)
     assert dispatch.sample("parcours_webhook_attempts_total", result="5xx") >= 4
-    assert dispatch.sample("parcours_webhook_delivery_lag_seconds_count") >= 50
 
 
 async def test_dispatcher_hanging_receiver_does_not_delay_a_healthy_one(

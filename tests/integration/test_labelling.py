@@ -222,7 +222,7 @@ async def test_label_book_of_an_expired_journey_is_dropped_by_the_sweep(worker: 
 
     assert _by_kind(await _samples(worker), "abandonment") == []
     assert await worker.redis.exists(worker.store.labels_key("ida")) == 0
-    assert await worker.redis.zscore(worker.store.due_key(0), "ida") is None
+    assert await worker.redis.zscore(worker.store.due_key("ida", 0), "ida") is None
     assert await worker.redis.exists(worker.store.key("ida")) == 0  # not recreated
     assert worker.sample("parcours_labels_dropped_total") == 2  # its next-stage and cart labels
 

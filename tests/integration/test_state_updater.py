@@ -183,7 +183,11 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(worker:
                 await owner.handle(records)
             return await super().save_many(writes)
 
-    racing = Racing(worker.redis, prefix=worker.settings.redis.key_prefix, ttl_ms=60_000)
+    redis_settings = worker.settings.redis
+    racing = Racing(
+        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
+        shards=redis_settings.journey_shards,
+    )  # fmt: skip
 
     await worker.updater(store=racing).handle(seen_by_zombie)
 
@@ -195,10 +199,10 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(worker:
 
 async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -> None:
     records = await _records(worker, keyed(journey_stream(customers=2, events=4)))
-    from service.store import connect_redis, journey_store
+    from service.store import JourneyStore, connect_redis
 
     dead = connect_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.5, max_connections=2)
-    store = journey_store(dead, prefix="x", ttl_days=1)
+    store = JourneyStore(dead, prefix="x", ttl_ms=86_400_000)
 
     with pytest.raises(StoreUnavailable) as info:
         await worker.updater(store=store).handle(records)
