@@ -9,6 +9,9 @@ is dead-lettered after its valid ones are learned. The snapshot, not the committ
 trainer's durable state: on assignment it seeks back to the snapshot's offsets, so a
 trainer killed between two snapshots learns the lost samples again, exactly once. The
 samples topic has one partition by default; a second trainer in the group is a standby.
+
+Beside each model's lifetime progressive metrics the trainer exports the same metrics over
+its last `quality_window` samples, which is where a drop in quality shows first.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Gauge
 
 from consumers.deadletter import DeadLetter, DeadLetterSink
 from models.labels import Sample
@@ -57,17 +61,20 @@ class Trainer:
         self._unpublished = 0
         self._published_at = clock()
         self._oldest_unpublished: float | None = None
+        self._shown: dict[tuple[Gauge, str], set[str]] = {}  # metrics exported per gauge, model
 
     async def restore(self) -> None:
         """Continue from the newest snapshot, or from scratch if there is none."""
         snapshot = await self._snapshots.fetch()
+        fresh = self._fresh()
         if snapshot is None:
-            self.state, self.version = self._fresh(), 0
+            self.state, self.version = fresh, 0
             logger.info("no model snapshot yet: training from scratch")
         else:
             state, _ = load_snapshot(snapshot.blob)
             if not isinstance(state, TrainingState):
                 raise TypeError(f"snapshot v{snapshot.version} holds {type(state).__name__}")
+            state.set_quality_window(fresh.quality_window)  # the configured one, not the saved
             self.state, self.version = state, snapshot.version
             logger.info("restored model snapshot v%d at offsets %s", self.version, state.offsets)
         self._unpublished = 0
@@ -163,8 +170,19 @@ class Trainer:
     def _export(self) -> None:
         for name, summary in self.state.summary().items():
             self._metrics.samples.labels(name).set(summary["samples"])
-            for metric, value in summary["metrics"].items():
-                self._metrics.progressive.labels(name, metric).set(value)
+            self._metrics.rolling_samples.labels(name).set(summary["rolling_samples"])
+            self._show(self._metrics.progressive, name, summary["metrics"])
+            self._show(self._metrics.rolling, name, summary["rolling_metrics"])
+
+    def _show(self, gauge: Gauge, model: str, values: dict[str, float]) -> None:
+        """Set `gauge{model, metric}` per value, and drop the metrics no longer defined (ROC AUC
+        while the rolling window holds one label only) rather than leave stale values up."""
+        shown = self._shown.get((gauge, model), set())
+        for metric in shown - values.keys():
+            gauge.remove(model, metric)
+        for metric, value in values.items():
+            gauge.labels(model, metric).set(value)
+        self._shown[(gauge, model)] = set(values)
 
 
 def _error(loc: list[int], exc: Exception) -> dict[str, object]:

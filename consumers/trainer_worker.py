@@ -25,7 +25,7 @@ async def run_trainer(
     """Learn the samples topic and publish model snapshots until `stop` is set."""
     kafka, models = settings.kafka, settings.models
     journey_map = load_journey_map(settings.journey.map)
-    metrics = TrainerMetrics(registry)
+    metrics = TrainerMetrics(registry, quality_window=models.quality_window)
     if models.trainer_metrics_port:
         start_http_server(models.trainer_metrics_port, registry=registry)
     group = models.trainer_group

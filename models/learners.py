@@ -37,7 +37,9 @@ samples). `"ovr_logreg"` stays in the registry for benchmarks.
 
 Every `learn_one` is progressive validation: the sample is first scored with the prediction
 served at that moment (the fallback while cold), then both the pipeline and the fallback learn.
-Everything here is deterministic: same stream, same model, same metrics.
+The metrics are kept twice: over the model's whole life, and over its last `quality_window`
+samples (River's `utils.Rolling` around the same score), which shows a drop the lifetime
+average would dilute. Everything here is deterministic: same stream, same model, same metrics.
 """
 
 from __future__ import annotations
@@ -45,12 +47,10 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast
 
-from river import compose, linear_model, multiclass, optim, preprocessing, tree
-from river import metrics as river_metrics
+from river import compose, linear_model, multiclass, optim, preprocessing, tree, utils
 
 from models.features import STAGE_PREFIX
-
-_metrics: Any = river_metrics  # unannotated in River: typed Any so strict mypy lets us call it
+from models.scores import BinaryScore, MulticlassScore, Score  # older snapshots name them here
 
 L = TypeVar("L", bound=Hashable)
 Task = Literal["abandonment", "next_stage"]
@@ -58,6 +58,8 @@ PipelineFactory = Callable[[float, float], Any]
 """(learning_rate, l2) -> a fresh River classifier (usually a pipeline)."""
 
 FALLBACK_VERSION: Final = "fallback"
+DEFAULT_QUALITY_WINDOW: Final = 5000
+"""Samples the rolling metrics cover unless told otherwise (`PARCOURS_MODELS_QUALITY_WINDOW`)."""
 
 
 class Fallback(Protocol[L]):
@@ -102,75 +104,13 @@ class MarkovChain:
         return {c: (row.get(c, 0) + 1) / denominator for c in self.classes}
 
 
-class _Score(Protocol[L]):
-    def update(self, y: L, proba: dict[L, float]) -> None: ...
-
-    def get(self) -> dict[str, float]: ...
-
-
-class BinaryScore:
-    """ROC AUC, log loss, Brier score and positive rate of probabilistic binary predictions."""
-
-    def __init__(self) -> None:
-        self.roc_auc = _metrics.ROCAUC(n_thresholds=50)  # the default 10 overstates AUC
-        self.log_loss = _metrics.LogLoss()
-        self._brier_sum = 0.0
-        self._positives = 0
-        self._n = 0
-
-    def update(self, y: bool, proba: dict[bool, float]) -> None:
-        self.roc_auc.update(y, proba)
-        self.log_loss.update(y, proba)
-        self._brier_sum += (proba.get(True, 0.0) - float(y)) ** 2
-        self._positives += bool(y)
-        self._n += 1
-
-    def get(self) -> dict[str, float]:
-        """The metrics so far; ROC AUC only once both outcomes were seen (undefined before)."""
-        n = self._n or 1
-        scores = {
-            "log_loss": float(self.log_loss.get()),
-            "brier": self._brier_sum / n,
-            "positive_rate": self._positives / n,
-        }
-        if 0 < self._positives < self._n:
-            scores["roc_auc"] = float(self.roc_auc.get()) + 0.0  # River's AUC can be -0.0
-        return scores
-
-
-class MulticlassScore:
-    """Accuracy, macro F1 and log loss (cross-entropy) of probabilistic multiclass predictions.
-
-    A sample scored while no class is known yet is skipped: there was no prediction to judge.
-    A label missing from the prediction counts with probability 0 (log loss clamps it at 1e-15).
-    """
-
-    def __init__(self) -> None:
-        self.accuracy = _metrics.Accuracy()
-        self.macro_f1 = _metrics.MacroF1()
-        self.log_loss = _metrics.CrossEntropy()
-
-    def update(self, y: str, proba: dict[str, float]) -> None:
-        if not proba:
-            return
-        predicted = max(proba, key=proba.__getitem__)
-        self.accuracy.update(y, predicted)
-        self.macro_f1.update(y, predicted)
-        self.log_loss.update(y, proba if y in proba else {**proba, y: 0.0})
-
-    def get(self) -> dict[str, float]:
-        return {
-            "accuracy": float(self.accuracy.get()),
-            "macro_f1": float(self.macro_f1.get()),
-            "log_loss": float(self.log_loss.get()),
-        }
-
-
 class OnlineModel(Generic[L]):
     """A River classifier learning one sample at a time, served behind a fallback until warm.
 
     `version` is `"fallback"` while fewer than `min_samples` labels were seen, and otherwise
-    the tag the caller set on publishing (`model.version = "abandonment-v17"`).
+    the tag the caller set on publishing (`model.version = "abandonment-v17"`). `score` is the
+    metrics' class: one instance judges the model's whole life, a rolling one its last
+    `quality_window` samples.
     """
 
     def __init__(
@@ -178,9 +118,10 @@ class OnlineModel(Generic[L]):
         task: Task,
         pipeline: Any,
         fallback: Fallback[L],
-        score: _Score[L],
+        score: type[Score[L, Any]],
         *,
         min_samples: int = 200,
+        quality_window: int = DEFAULT_QUALITY_WINDOW,
         pipeline_name: str = "custom",
     ) -> None:
         if min_samples < 0:
@@ -191,8 +132,15 @@ class OnlineModel(Generic[L]):
         self.fallback = fallback
         self.min_samples = min_samples
         self.samples_seen = 0
-        self._score = score
+        self._score = score()
+        self._rolling = _rolling(score, quality_window)
         self._version = f"{task}-unpublished"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; a snapshot from before the rolling metrics gets an empty window."""
+        if "_rolling" not in state:
+            state["_rolling"] = _rolling(type(state["_score"]), DEFAULT_QUALITY_WINDOW)
+        self.__dict__.update(state)
 
     @property
     def warm(self) -> bool:
@@ -210,7 +158,10 @@ class OnlineModel(Generic[L]):
 
     def learn_one(self, x: Mapping[str, float], y: L, *, stage: str) -> None:
         """Score `x` with what is served now, then learn it; `x` is left untouched."""
-        self._score.update(y, self.predict_proba_one(x, stage=stage))
+        outcome = self._score.outcome(y, self.predict_proba_one(x, stage=stage))
+        if outcome is not None:
+            self._score.update(outcome)
+            self._rolling.update(outcome)
         self.pipeline.learn_one(x, y)
         self.fallback.learn_one(y, stage)
         self.samples_seen += 1
@@ -234,6 +185,37 @@ class OnlineModel(Generic[L]):
         """Progressive-validation metrics over every sample learnt so far."""
         return self._score.get()
 
+    def rolling_metrics(self) -> dict[str, float]:
+        """The same metrics over the last `quality_window` samples: how good the model is now.
+
+        Empty while the window holds nothing (a fresh model, or one just restored from a
+        snapshot written before the window existed).
+        """
+        return self._rolling.obj.get() if self._rolling.window else {}
+
+    @property
+    def quality_window(self) -> int:
+        """How many of the latest samples the rolling metrics cover, once that many were seen."""
+        return self._rolling.window_size
+
+    @property
+    def rolling_samples(self) -> int:
+        """How many samples the rolling metrics cover now (fewer than the window at first)."""
+        return len(self._rolling.window)
+
+    def set_quality_window(self, size: int) -> None:
+        """Cover the last `size` samples from now on, keeping the newest outcomes that fit.
+
+        A restored snapshot carries the window it was trained with; the trainer resizes it to
+        the configured one.
+        """
+        if size == self.quality_window:
+            return
+        resized = _rolling(type(self._score), size)
+        for args, kwargs in list(self._rolling.window)[-size:]:
+            resized.update(*args, **kwargs)
+        self._rolling = resized
+
     def explain(
         self, x: Mapping[str, float], *, stage: str, top: int = 5
     ) -> list[tuple[str, float]]:
@@ -256,6 +238,12 @@ class OnlineModel(Generic[L]):
         terms = [term for term in terms if term[1] != 0.0]
         terms.sort(key=lambda term: (-abs(term[1]), term[0]))
         return terms[:top]
+
+
+def _rolling(score: type[Score[L, Any]], window: int) -> utils.Rolling[Score[L, Any]]:
+    if window < 1:
+        raise ValueError(f"quality_window must be >= 1, got {window}")
+    return utils.Rolling(score, window_size=window)
 
 
 def _steps(model: Any) -> list[Any]:
@@ -336,14 +324,16 @@ def abandonment_model(
     learning_rate: float = 0.05,
     l2: float = 1e-4,
     min_samples: int = 200,
+    quality_window: int = DEFAULT_QUALITY_WINDOW,
 ) -> OnlineModel[bool]:
     """A fresh cart-abandonment model (`True` = abandoned) with the prior rate as fallback."""
     return OnlineModel(
         "abandonment",
         _pipeline("abandonment", pipeline, learning_rate, l2),
         PriorRate(),
-        BinaryScore(),
+        BinaryScore,
         min_samples=min_samples,
+        quality_window=quality_window,
         pipeline_name=pipeline,
     )
 
@@ -354,6 +344,7 @@ def next_stage_model(
     learning_rate: float = 0.01,
     l2: float = 1e-4,
     min_samples: int = 200,
+    quality_window: int = DEFAULT_QUALITY_WINDOW,
     classes: Iterable[str] = (),
 ) -> OnlineModel[str]:
     """A fresh next-stage model with a Markov-chain fallback.
@@ -365,7 +356,8 @@ def next_stage_model(
         "next_stage",
         _pipeline("next_stage", pipeline, learning_rate, l2),
         MarkovChain(classes),
-        MulticlassScore(),
+        MulticlassScore,
         min_samples=min_samples,
+        quality_window=quality_window,
         pipeline_name=pipeline,
     )

@@ -15,7 +15,12 @@ from typing import Any
 from models.features import BASE_FEATURES, from_vector
 from models.journeymap import EXIT
 from models.labels import ABANDONMENT, Sample
-from models.learners import OnlineModel, abandonment_model, next_stage_model
+from models.learners import (
+    DEFAULT_QUALITY_WINDOW,
+    OnlineModel,
+    abandonment_model,
+    next_stage_model,
+)
 
 
 class RecentIds:
@@ -70,8 +75,19 @@ class TrainingState:
         self.abandonment.version = f"abandonment-v{version}"
         self.next_stage.version = f"next_stage-v{version}"
 
+    @property
+    def quality_window(self) -> int:
+        """Samples the models' rolling metrics cover (the same for both)."""
+        return self.abandonment.quality_window
+
+    def set_quality_window(self, size: int) -> None:
+        """Make both models' rolling metrics cover their last `size` samples."""
+        self.abandonment.set_quality_window(size)
+        self.next_stage.set_quality_window(size)
+
     def summary(self) -> dict[str, Any]:
-        """Per model: served version, learner, samples seen and progressive metrics."""
+        """Per model: served version, learner, samples seen, progressive metrics over its whole
+        life and over its last `quality_window` samples (`rolling_samples` of them so far)."""
         return {
             model.task: {
                 "version": model.version,
@@ -79,6 +95,8 @@ class TrainingState:
                 "samples": model.samples_seen,
                 "min_samples": model.min_samples,
                 "metrics": model.metrics(),
+                "rolling_metrics": model.rolling_metrics(),
+                "rolling_samples": model.rolling_samples,
             }
             for model in (self.abandonment, self.next_stage)
         }
@@ -91,12 +109,18 @@ def new_training_state(
     next_stage_learner: str = "softmax",
     min_samples: int = 500,
     dedup_window: int = 50_000,
+    quality_window: int = DEFAULT_QUALITY_WINDOW,
 ) -> TrainingState:
     """Untrained models for a journey map's stages: both serve their fallback at first."""
     return TrainingState(
-        abandonment=abandonment_model(pipeline=abandonment_learner, min_samples=min_samples),
+        abandonment=abandonment_model(
+            pipeline=abandonment_learner, min_samples=min_samples, quality_window=quality_window
+        ),
         next_stage=next_stage_model(
-            pipeline=next_stage_learner, min_samples=min_samples, classes=[*stages, EXIT]
+            pipeline=next_stage_learner,
+            min_samples=min_samples,
+            quality_window=quality_window,
+            classes=[*stages, EXIT],
         ),
         recent=RecentIds(dedup_window),
     )

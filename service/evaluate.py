@@ -200,15 +200,25 @@ async def _join(tasks: list[asyncio.Task[None]]) -> list[str]:
     return problems
 
 
+_LIVE_GAUGES: Final = {
+    "parcours_model_progressive_metric": "{metric}",
+    "parcours_model_samples_seen": "samples",
+    "parcours_model_rolling_metric": "rolling_{metric}",
+    "parcours_model_rolling_window_samples": "rolling_samples",
+}
+"""The trainer's gauges the report shows, and the key each gets per model."""
+
+
 def _live_metrics(registry: CollectorRegistry) -> dict[str, dict[str, float]]:
-    """The live trainer's own progressive metrics, as its gauges last showed them."""
+    """The live trainer's own progressive metrics, over each model's life and over its last
+    PARCOURS_MODELS_QUALITY_WINDOW samples (`rolling_*`), as its gauges last showed them."""
     live: dict[str, dict[str, float]] = {}
     for metric in registry.collect():
         for sample in metric.samples:
-            if sample.name == "parcours_model_progressive_metric":
-                live.setdefault(sample.labels["model"], {})[sample.labels["metric"]] = sample.value
-            elif sample.name == "parcours_model_samples_seen":
-                live.setdefault(sample.labels["model"], {})["samples"] = sample.value
+            key = _LIVE_GAUGES.get(sample.name)
+            if key is not None:
+                name = key.format(metric=sample.labels.get("metric"))
+                live.setdefault(sample.labels["model"], {})[name] = sample.value
     return live
 
 

@@ -31,6 +31,7 @@ def fresh_training(models: ModelSettings, journey_map: JourneyMap) -> TrainingSt
         next_stage_learner=models.next_stage_learner,
         min_samples=models.min_samples,
         dedup_window=models.dedup_window,
+        quality_window=models.quality_window,
     )
 
 

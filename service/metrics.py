@@ -189,9 +189,12 @@ class ModelMetrics:
 
 
 class TrainerMetrics:
-    """The trainer: samples learned, snapshots published and the progressive metrics."""
+    """The trainer: samples learned, snapshots published and the progressive metrics, over each
+    model's life and over its last `quality_window` samples (which the HELP text states)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self, registry: CollectorRegistry = REGISTRY, *, quality_window: int = 5000
+    ) -> None:
         self.registry = registry
         self.learned = Counter(
             "parcours_trainer_samples_learned_total", "Samples scored and then learned.",
@@ -217,6 +220,18 @@ class TrainerMetrics:
         )  # fmt: skip
         self.samples = Gauge(
             "parcours_model_samples_seen", "Samples each model has learned in its lifetime.",
+            ["model"], registry=registry,
+        )  # fmt: skip
+        self.rolling = Gauge(
+            "parcours_model_rolling_metric",
+            f"Progressive-validation metric over each model's last {quality_window} samples "
+            "(PARCOURS_MODELS_QUALITY_WINDOW), by model and metric: its quality now.",
+            ["model", "metric"], registry=registry,
+        )  # fmt: skip
+        self.rolling_samples = Gauge(
+            "parcours_model_rolling_window_samples",
+            f"Samples parcours_model_rolling_metric covers: the last {quality_window}, "
+            "fewer until a model has seen that many.",
             ["model"], registry=registry,
         )  # fmt: skip
         self.label_to_snapshot = Histogram(

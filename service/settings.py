@@ -144,6 +144,12 @@ class ModelSettings(_Group):
     dedup_window: int = Field(
         default=50_000, ge=0, description="sample ids the trainer remembers to drop duplicates"
     )
+    quality_window: int = Field(
+        default=5_000,
+        ge=100,
+        le=1_000_000,
+        description="latest samples the rolling quality metrics cover, beside the lifetime ones",
+    )
 
 
 class RecommendSettings(_Group):

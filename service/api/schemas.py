@@ -237,6 +237,12 @@ class ModelPublic(BaseModel):
     samples: int = Field(description="samples learned, each scored before it was learned")
     min_samples: int
     metrics: dict[str, float] = Field(description="progressive-validation metrics")
+    rolling_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="the same metrics over the model's last PARCOURS_MODELS_QUALITY_WINDOW "
+        "samples: its quality now",
+    )
+    rolling_samples: int = Field(default=0, description="samples `rolling_metrics` cover")
 
 
 class ModelsPublic(BaseModel):

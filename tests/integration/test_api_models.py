@@ -102,6 +102,8 @@ async def test_models_lists_versions_samples_and_progressive_metrics(
     assert by_name["abandonment"]["samples"] == 100
     assert set(by_name["abandonment"]["metrics"]) >= {"roc_auc", "log_loss", "brier"}
     assert set(by_name["next_stage"]["metrics"]) >= {"accuracy", "macro_f1", "log_loss"}
+    assert by_name["next_stage"]["rolling_samples"] == 100  # fewer than the window so far
+    assert by_name["next_stage"]["rolling_metrics"] == by_name["next_stage"]["metrics"]
 
 
 async def test_corrupt_snapshot_is_refused_and_the_served_one_kept(

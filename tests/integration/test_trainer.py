@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 
 from consumers.deadletter import DeadLetterSink
 from consumers.trainer import Trainer
-from models.labels import encode_samples
+from models.labels import ABANDONMENT, Sample, encode_samples
 from models.snapshot import dump_snapshot
 from models.training import TrainingState
 from service.bus import ensure_parcours_topics, make_producer, samples_dead_letter_topic
@@ -21,6 +22,8 @@ from service.settings import Settings
 from service.snapshots import ModelRegistry
 from service.store import connect_redis
 from tests.support import produce, read_records, synthetic_samples
+
+_MODELS = ("abandonment", "next_stage")
 
 
 @pytest.fixture
@@ -40,17 +43,39 @@ def _fresh(settings: Settings, min_samples: int = 20) -> TrainingState:
     return fresh_training(models, load_journey_map("retail"))
 
 
-async def _trainer(settings: Settings, redis: Redis, producer: object) -> Trainer:
+async def _trainer(
+    settings: Settings, redis: Redis, producer: object, metrics: TrainerMetrics | None = None
+) -> Trainer:
     trainer = Trainer(
         lambda: _fresh(settings),
         snapshot_store(redis, settings.redis),
         DeadLetterSink(producer, samples_dead_letter_topic(settings), group="trainer", timeout_s=5),  # type: ignore[arg-type]
-        TrainerMetrics(CollectorRegistry()),
+        metrics or TrainerMetrics(CollectorRegistry()),
         every_samples=100,
         every_s=3600,
     )
     await trainer.restore()
     return trainer
+
+
+def _windowed(settings: Settings, quality_window: int) -> Settings:
+    models = settings.models.model_copy(update={"quality_window": quality_window})
+    return settings.model_copy(update={"models": models})
+
+
+def _relation_flipped(samples: Sequence[Sample]) -> list[Sample]:
+    """The same customers after a change: carts the model would call converted are abandoned
+    (and the other way round), and customers stay in their stage instead of moving on."""
+    return [replace(s, label=not s.label if s.kind == ABANDONMENT else s.stage) for s in samples]
+
+
+def _gauges(metrics: TrainerMetrics, name: str, model: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name and sample.labels["model"] == model:
+                found[sample.labels["metric"]] = sample.value
+    return found
 
 
 async def test_trainer_killed_between_snapshots_relearns_the_rest_exactly_once(
@@ -114,6 +139,106 @@ async def test_trainer_packed_records_learns_each_sample_and_dead_letters_bad_it
     assert [e["loc"] for e in errors] == [[0]]
 
 
+async def test_trainer_label_relation_flips_rolling_metrics_drop_lifetime_ones_stay_high(
+    settings: Settings, redis: Redis
+) -> None:
+    settings = _windowed(settings, 200)
+    samples = synthetic_samples(2800)
+    stream = [*samples[:2400], *_relation_flipped(samples[2400:])]
+    messages = [(None, encode_samples(stream[i : i + 100])) for i in range(0, len(stream), 100)]
+    bootstrap, topic = settings.kafka.bootstrap or "", settings.models.samples_topic
+    records = await read_records(bootstrap, topic, await produce(bootstrap, topic, messages))
+    metrics = TrainerMetrics(CollectorRegistry(), quality_window=200)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        trainer = await _trainer(settings, redis, producer, metrics)
+        await trainer.handle(records[:24])
+        steady = {m: _gauges(metrics, "parcours_model_rolling_metric", m) for m in _MODELS}
+        await trainer.handle(records[24:])
+    finally:
+        await producer.stop()
+
+    lifetime = {m: _gauges(metrics, "parcours_model_progressive_metric", m) for m in _MODELS}
+    rolling = {m: _gauges(metrics, "parcours_model_rolling_metric", m) for m in _MODELS}
+    assert steady["abandonment"]["roc_auc"] > 0.9, steady
+    assert steady["next_stage"]["accuracy"] > 0.9, steady
+    assert lifetime["abandonment"]["roc_auc"] > 0.85, lifetime
+    assert rolling["abandonment"]["roc_auc"] < lifetime["abandonment"]["roc_auc"] - 0.2, rolling
+    assert lifetime["next_stage"]["accuracy"] > 0.65, lifetime
+    assert rolling["next_stage"]["accuracy"] < lifetime["next_stage"]["accuracy"] - 0.3, rolling
+    assert rolling["next_stage"]["log_loss"] > lifetime["next_stage"]["log_loss"], rolling
+    for model in _MODELS:
+        window = metrics.registry.get_sample_value(
+            "parcours_model_rolling_window_samples", {"model": model}
+        )
+        assert window == 200
+    assert "last 200 samples" in _help(metrics, "parcours_model_rolling_metric")
+
+
+async def test_trainer_window_of_one_label_drops_its_rolling_roc_auc_not_the_lifetime_one(
+    settings: Settings, redis: Redis
+) -> None:
+    settings = _windowed(settings, 100)
+    samples = synthetic_samples(800)
+    abandoned = [replace(s, label=True) if s.kind == ABANDONMENT else s for s in samples[400:]]
+    messages = [(None, encode_samples(samples[:400])), (None, encode_samples(abandoned))]
+    bootstrap, topic = settings.kafka.bootstrap or "", settings.models.samples_topic
+    records = await read_records(bootstrap, topic, await produce(bootstrap, topic, messages))
+    metrics = TrainerMetrics(CollectorRegistry(), quality_window=100)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        trainer = await _trainer(settings, redis, producer, metrics)
+        await trainer.handle(records[:1])
+        before = _gauges(metrics, "parcours_model_rolling_metric", "abandonment")
+        await trainer.handle(records[1:])  # the last 100 carts were all abandoned
+    finally:
+        await producer.stop()
+
+    rolling = _gauges(metrics, "parcours_model_rolling_metric", "abandonment")
+    assert "roc_auc" in before
+    assert set(rolling) == {"log_loss", "brier", "positive_rate"}
+    assert rolling["positive_rate"] == 1.0
+    assert "roc_auc" in _gauges(metrics, "parcours_model_progressive_metric", "abandonment")
+
+
+async def test_trainer_restored_from_snapshot_keeps_its_window_resized_to_the_setting(
+    settings: Settings, redis: Redis
+) -> None:
+    samples = synthetic_samples(1000)
+    messages = [(None, encode_samples(samples[i : i + 100])) for i in range(0, 1000, 100)]
+    bootstrap, topic = settings.kafka.bootstrap or "", settings.models.samples_topic
+    records = await read_records(bootstrap, topic, await produce(bootstrap, topic, messages))
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        first = await _trainer(_windowed(settings, 400), redis, producer)
+        await first.handle(records)  # one batch, so one snapshot: of all 1000 samples
+        narrow = _fresh(_windowed(settings, 150))
+        for sample in samples:
+            narrow.learn(sample)
+        metrics = TrainerMetrics(CollectorRegistry(), quality_window=150)
+        second = await _trainer(_windowed(settings, 150), redis, producer, metrics)
+    finally:
+        await producer.stop()
+
+    snapshot = await snapshot_store(redis, settings.redis).fetch(blob=False)
+    assert snapshot is not None
+    published = snapshot.meta["models"]["abandonment"]
+    assert published["rolling_samples"] == 400
+    assert published["rolling_metrics"] == first.state.abandonment.rolling_metrics()
+    assert second.version == first.version
+    assert second.state.quality_window == 150
+    for model in _MODELS:
+        assert _gauges(metrics, "parcours_model_rolling_metric", model) == pytest.approx(
+            narrow.summary()[model]["rolling_metrics"]
+        )
+        assert metrics.registry.get_sample_value(
+            "parcours_model_rolling_window_samples", {"model": model}
+        ) == min(150, narrow.summary()[model]["samples"])
+
+
 async def test_registry_hot_reloads_newer_snapshots_and_refuses_a_corrupt_one(
     settings: Settings, redis: Redis
 ) -> None:
@@ -151,3 +276,8 @@ async def test_second_trainer_publishing_over_the_first_is_refused(
 
     with pytest.raises(SnapshotConflict, match="another trainer"):
         await store.publish(b"b", {}, replaces=0)
+
+
+def _help(metrics: TrainerMetrics, name: str) -> str:
+    (family,) = [f for f in metrics.registry.collect() if f.name == name]
+    return family.documentation
