@@ -31,6 +31,7 @@ from models.catalog import CatalogUpdate
 from models.errors import InvalidEvent
 from models.events import FEEDBACK_TYPES, Event, EventDecoder
 from models.fold import Fold, Position, last_digest
+from models.gauges import journey_gauge
 from models.labels import LabelBook, Sample
 from models.predictions import Point
 from models.recommend import action_type_of
@@ -66,6 +67,7 @@ class _Folded:
     lessons: list[CatalogUpdate] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
     moves: list[tuple[str, str]] = field(default_factory=list)  # (stage left, stage entered)
+    stored_stage: str | None = None  # the stage of the journey as loaded
 
 
 class StateUpdater:
@@ -181,7 +183,8 @@ class StateUpdater:
         if self._labelling is not None and result.book is not None:
             partition = result.applied[-1][1].partition
             labels = self._labelling.finish(result.book, partition)
-        return Write(customer, encode_state(result.state), result.rev, labels)
+        gauge = journey_gauge(result.state, result.stored_stage)
+        return Write(customer, encode_state(result.state), result.rev, labels, gauge)
 
     def _decode(
         self, records: Sequence[Record]
@@ -201,6 +204,7 @@ class StateUpdater:
     def _fold_customer(self, stored: Stored, items: list[tuple[Event, Record]]) -> _Folded:
         """Apply in place on a freshly decoded state; the decoded state is ours alone."""
         result = _Folded(_decoded(stored), rev=stored.rev)
+        result.stored_stage = result.state.stage if result.state is not None else None
         labelling, catalog, triggering = self._labelling, self._catalog, self._triggering
         if labelling is not None:
             result.book = labelling.book(stored.labels)

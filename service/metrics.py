@@ -152,6 +152,27 @@ class ApiMetrics:
             "1 if the last readiness probe (GET /readyz) reached the dependency, else 0.",
             ["dependency"], registry=registry, multiprocess_mode="livemin",
         )  # fmt: skip
+        # Journey gauges: global counts read from Redis at scrape time; with several workers
+        # the newest reading wins.
+        self.journey_customers = Gauge(
+            "parcours_journey_customers",
+            "Customers with a live journey (not expired), by the stage they are in.",
+            ["stage"], registry=registry, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.open_carts = Gauge(
+            "parcours_journey_open_carts", "Live journeys whose cart holds items.",
+            registry=registry, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.open_cart_value = Gauge(
+            "parcours_journey_open_cart_value",
+            "Value of the items in open carts, in the shop's currency.",
+            registry=registry, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.cart_value_at_risk = Gauge(
+            "parcours_journey_cart_value_at_risk",
+            "Open carts' value times each cart's last abandonment risk, in the shop's currency.",
+            registry=registry, multiprocess_mode="mostrecent",
+        )  # fmt: skip
 
 
 class ModelMetrics:

@@ -93,6 +93,9 @@ class ApiSettings(_Group):
         "default a new temporary directory)",
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    gauges_refresh_s: float = Field(
+        default=15.0, ge=0, description="journey gauges on /metrics are read at most this often"
+    )
 
 
 class ConsumerSettings(_Group):

@@ -26,9 +26,10 @@ from typing import Any, Final, NamedTuple, TypeAlias
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from models.gauges import JourneyGauge
 from models.state import JourneyState, decode_state
 from service.errors import ConfigurationError, StoreUnavailable
 from service.keyspace import journey_shard, journey_tag
@@ -50,27 +51,103 @@ end
 """
 """Both save scripts: ARGV[1] is the TTL in ms ('0': none), and `put` writes a key with it."""
 
+_GAUGES: Final = """
+local function gauges(g, written)
+  -- ARGV from g: per entry the write's index, customer, tag base, stage, stage left (''),
+  -- cart value and value at risk (hundredths); applied only where the write went through.
+  -- (0 - n, not -n: Lua prints -0 for a zero, which HINCRBY refuses.)
+  local expires = '+inf'
+  if ttl ~= '0' then
+    local t = redis.call('TIME')
+    expires = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ttl))
+  end
+  for j = g, #ARGV, 7 do
+    if written[tonumber(ARGV[j])] then
+      local member, base, stage, left, cents, risk =
+        ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6]
+      if left ~= '' then
+        redis.call('ZREM', base .. 'in:' .. left, member)
+      end
+      redis.call('ZADD', base .. 'in:' .. stage, expires, member)
+      local values, totals = base .. 'cartv', base .. 'totals'
+      local before = redis.call('HGET', values, member)
+      if before then
+        local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
+        redis.call('HINCRBY', totals, 'carts', -1)
+        redis.call('HINCRBY', totals, 'cents', 0 - tonumber(c))
+        redis.call('HINCRBY', totals, 'risk', 0 - tonumber(r))
+      end
+      if cents ~= '0' then
+        redis.call('HSET', values, member, cents .. ' ' .. risk)
+        redis.call('ZADD', base .. 'carts', expires, member)
+        redis.call('HINCRBY', totals, 'carts', 1)
+        redis.call('HINCRBY', totals, 'cents', cents)
+        redis.call('HINCRBY', totals, 'risk', risk)
+      elseif before then
+        redis.call('HDEL', values, member)
+        redis.call('ZREM', base .. 'carts', member)
+      end
+    end
+  end
+end
+"""
+"""The journey gauges' upkeep, shared by both save scripts (see `GAUGES_READ`)."""
+
+GAUGES_READ: Final = """
+-- KEYS[1]: the tag's totals hash; ARGV[1]: the tag's gauge base, then the map's stages.
+-- Drops what expired with its journey, then counts: customers per stage, carts, value, risk.
+local t = redis.call('TIME')
+local now = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000))
+local base = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local key = base .. 'in:' .. ARGV[i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  out[#out + 1] = redis.call('ZCARD', key)
+end
+local carts, values = base .. 'carts', base .. 'cartv'
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', carts, '-inf', now)) do
+  local v = redis.call('HGET', values, member)
+  if v then
+    local c, r = string.match(v, '^(%-?%d+) (%-?%d+)$')
+    redis.call('HINCRBY', KEYS[1], 'carts', -1)
+    redis.call('HINCRBY', KEYS[1], 'cents', 0 - tonumber(c))
+    redis.call('HINCRBY', KEYS[1], 'risk', 0 - tonumber(r))
+    redis.call('HDEL', values, member)
+  end
+  redis.call('ZREM', carts, member)
+end
+for _, v in ipairs(redis.call('HMGET', KEYS[1], 'carts', 'cents', 'risk')) do
+  out[#out + 1] = tonumber(v or '0')
+end
+return out
+"""
+
 _SAVE: Final = (
     _PUT
+    + _GAUGES
     + """
-local conflicts = {}
+local conflicts, written = {}, {}
 for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
   local rev = current and string.match(current, '^(%d+) ') or '0'
   if rev == ARGV[2 * i] then
     put(key, (tonumber(rev) + 1) .. ' ' .. ARGV[2 * i + 1])
+    written[i - 1] = true
   else
     conflicts[#conflicts + 1] = i - 1
   end
 end
+gauges(2 + 2 * #KEYS, written)
 return conflicts
 """
 )
 
 _SAVE_WITH_LABELS: Final = (
     _PUT
+    + _GAUGES
     + """
-local conflicts = {}
+local conflicts, written = {}, {}
 local n = (#KEYS) / 3
 for i = 1, n do
   local key, book_key, due_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
@@ -81,6 +158,7 @@ for i = 1, n do
   if rev ~= expected then
     conflicts[#conflicts + 1] = i - 1
   else
+    written[i - 1] = true
     if state == '' and current then
       state = string.sub(current, #rev + 2)
     end
@@ -99,6 +177,7 @@ for i = 1, n do
     end
   end
 end
+gauges(2 + 5 * n, written)
 return conflicts
 """
 )
@@ -143,6 +222,16 @@ class Write(NamedTuple):
     state: bytes | None
     expected_rev: int
     labels: LabelWrite | None = None
+    gauge: JourneyGauge | None = None
+
+
+class JourneyGauges(NamedTuple):
+    """Live journeys counted over every tag (amounts in the shop's currency unit)."""
+
+    customers: dict[str, int]
+    open_carts: int
+    cart_value: float
+    value_at_risk: float
 
 
 def split_value(raw: bytes | str | None) -> tuple[int, bytes | None]:
@@ -166,6 +255,7 @@ class JourneyStore:
         self._save = redis.register_script(_SAVE)
         self._save_with_labels = redis.register_script(_SAVE_WITH_LABELS)
         self._advance = redis.register_script(_ADVANCE)
+        self._read_gauges = redis.register_script(GAUGES_READ)
 
     def _base(self, customer_id: str) -> str:
         return f"{self._prefix}:{journey_tag(journey_shard(customer_id, self._shards))}:"
@@ -234,9 +324,10 @@ class JourneyStore:
         if any(w.labels is not None or w.state is None for w in writes):
             return await self._save_labelled(writes)
         keys = [self.key(w.customer_id) for w in writes]
-        args: list[bytes | int] = [self._ttl_ms]
+        args: list[bytes | int | str] = [self._ttl_ms]
         for w in writes:
             args += [w.expected_rev, w.state or b""]
+        self._gauge_args(writes, args)
         try:
             conflicts = await self._save(keys=keys, args=args)
         except REDIS_ERRORS as exc:
@@ -257,11 +348,42 @@ class JourneyStore:
                 book = labels.book or ""
                 due = "" if labels.due is None else labels.due
             args += [w.expected_rev, w.state or b"", book, due, w.customer_id]
+        self._gauge_args(writes, args)
         try:
             conflicts = await self._save_with_labels(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"saving journeys: {exc}") from exc
         return [int(i) for i in conflicts]
+
+    def _gauge_args(self, writes: Sequence[Write], args: list[bytes | int | str]) -> None:
+        for i, w in enumerate(writes):
+            if (g := w.gauge) is not None:
+                base = self._base(w.customer_id) + "g:"
+                args += [i, w.customer_id, base, g.stage, g.left_stage or "", g.cart_cents]
+                args.append(g.at_risk_cents)
+
+    async def gauges(self, stages: Sequence[str]) -> JourneyGauges:
+        """Customers per stage and open carts over every tag, dropping what expired first."""
+        try:
+            try:
+                replies = await self._read_gauge_tags(stages)
+            except NoScriptError:  # not loaded yet, or a restarted server: load, once more
+                script = self._read_gauges
+                script.sha = await self._redis.script_load(script.script)
+                replies = await self._read_gauge_tags(stages)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading the journey gauges: {exc}") from exc
+        n = len(stages)
+        totals = [sum(int(reply[i]) for reply in replies) for i in range(n + 3)]
+        return JourneyGauges(dict(zip(stages, totals[:n], strict=True)), totals[n],
+                             totals[n + 1] / 100, totals[n + 2] / 100)  # fmt: skip
+
+    async def _read_gauge_tags(self, stages: Sequence[str]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(self._shards):
+                base = f"{self._prefix}:{journey_tag(shard)}:g:"
+                pipe.evalsha(self._read_gauges.sha, 1, base + "totals", base, *stages)
+            return list(await pipe.execute())
 
     async def advance_watermarks(self, proposed: dict[int, int]) -> dict[int, int]:
         """Raise each partition's watermark to at least `proposed`; returns the resulting ones."""

@@ -17,6 +17,7 @@ from models.errors import InvalidEvent
 from models.events import Event
 from service.api.context import ApiContext
 from service.api.exposition import api_registry, worker_stopped
+from service.api.journey_gauges import JourneyGaugeExporter
 from service.api.middleware import MetricsMiddleware
 from service.api.recommender import TRENDING_SLACK, Recommender
 from service.api.responses import problem
@@ -111,6 +112,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 dead_kept_s=webhook_settings.dead_kept_days * 86_400,
             ),
             webhook_sender=WebhookSender(http_client, webhook_settings),
+            journey_gauges=JourneyGaugeExporter(
+                store,
+                fold.map.stages,
+                metrics,
+                min_interval_s=settings.api.gauges_refresh_s,
+                timeout_s=redis_settings.socket_timeout_s,
+            ),
         )
         # Everything built so far (models, maps, clients) lives as long as the process: keep
         # it out of the cyclic collector's generations, which otherwise rescan it under load.

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from models.events import EventDecoder
 from models.journeymap import JourneyMap
+from service.api.journey_gauges import JourneyGaugeExporter
 from service.api.recommender import Recommender
 from service.bus import EventPublisher, ManagedProducer
 from service.deliveries import DeliveryStore
@@ -34,3 +35,4 @@ class ApiContext:
     subscriptions: SubscriptionStore
     deliveries: DeliveryStore
     webhook_sender: WebhookSender
+    journey_gauges: JourneyGaugeExporter

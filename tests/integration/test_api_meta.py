@@ -13,9 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.events import event_json_schema
+from models.gauges import JourneyGauge
 from models.journeymap import load_journey_map
 from service.logs import JsonFormatter, RequestIdFilter, request_id
 from service.settings import Settings
+from service.store import Write
 from tests.integration.api_fixtures import (
     Api,
     api_fixture,  # noqa: F401 - the `api` fixture
@@ -80,6 +82,25 @@ async def test_get_readyz_redis_and_kafka_up_ready_and_gauges_up(api: Api) -> No
     # The readiness alert watches these; they move only when something probes /readyz.
     assert _sample(metrics, "parcours_api_dependency_up", dependency="redis") == 1
     assert _sample(metrics, "parcours_api_dependency_up", dependency="kafka") == 1
+
+
+async def test_get_metrics_reports_the_journey_gauges_from_redis(api: Api) -> None:
+    store = api.app.state.context.store
+    writes = [
+        Write("ann", b"{}", 0, gauge=JourneyGauge("decision", None, 30_00, 12_00)),
+        Write("bob", b"{}", 0, gauge=JourneyGauge("decision", None, 0, 0)),
+        Write("cyd", b"{}", 0, gauge=JourneyGauge("awareness", None, 0, 0)),
+    ]
+    assert await store.save_many(writes) == []
+
+    metrics = (await api.client.get("/metrics")).text
+
+    assert _sample(metrics, "parcours_journey_customers", stage="decision") == 2
+    assert _sample(metrics, "parcours_journey_customers", stage="awareness") == 1
+    assert _sample(metrics, "parcours_journey_customers", stage="loyalty") == 0
+    assert _sample(metrics, "parcours_journey_open_carts") == 1
+    assert _sample(metrics, "parcours_journey_open_cart_value") == 30.0
+    assert _sample(metrics, "parcours_journey_cart_value_at_risk") == 12.0
 
 
 def _refs(node: Any) -> list[str]:

@@ -64,6 +64,7 @@ async def get_recommendations_schema() -> OrjsonResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def get_metrics(ctx: Context) -> Response:
+    await ctx.journey_gauges.refresh()
     return Response(expose(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
