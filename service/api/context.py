@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from models.events import EventDecoder
 from models.journeymap import JourneyMap
+from service.analytics import AnalyticsStore
 from service.api.recommender import Recommender
 from service.bus import EventPublisher, ManagedProducer
 from service.deliveries import DeliveryStore
@@ -36,3 +37,6 @@ class ApiContext:
     subscriptions: SubscriptionStore
     deliveries: DeliveryStore
     webhook_sender: WebhookSender
+    analytics: AnalyticsStore
+    journey_maps: dict[str, JourneyMap]
+    """Maps whose analytics can be read: the built-in ones and the active one."""
