@@ -44,9 +44,9 @@ class CustomerFacts(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What one call did: facts counted (not already fenced), outcomes resolved, bucket
-    groups dropped as past retention, and partitions with more deadlines due than one call
-    resolves."""
+    """What one call did: facts counted (not already fenced), outcomes resolved, buckets
+    past their retention that counts were dropped from, and partitions with more deadlines
+    due than one call resolves."""
 
     facts: int
     exits: int

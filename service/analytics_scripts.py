@@ -212,7 +212,7 @@ local function segments(segs)
   end
   return list
 end
-local buckets, made, dropped = {}, {}, 0
+local buckets, made, dropped = {}, {}, {}
 local function key_of(kind, m, g, bucket, seg, suffix)
   local id = m .. ':' .. g .. ':' .. num(bucket)
   local key = base .. kind .. ':' .. id .. ':' .. seg .. suffix
@@ -237,7 +237,7 @@ local function expand(tbl, each)
             for _, seg in ipairs(segments(segs)) do each(m, g, bucket, seg, fields) end
           end
         else
-          dropped = dropped + 1
+          dropped[m .. ':' .. g .. ':' .. num(bucket)] = true
         end
       end
     end
@@ -304,7 +304,9 @@ for _, id in ipairs(expired) do
   redis.call('DEL', listing)
   redis.call('ZREM', EXPIRY, id)
 end
-return {applied, exits, carts, dropped, backlog}
+local n_dropped = 0
+for _ in pairs(dropped) do n_dropped = n_dropped + 1 end
+return {applied, exits, carts, n_dropped, backlog}
 """
 
 READ: Final = """

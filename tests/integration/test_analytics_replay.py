@@ -17,13 +17,17 @@ from models.journeymap import EXIT
 from service.analytics import AnalyticsStore, analytics_store
 from service.replay import SAMPLE_FILE, read_lines
 from service.settings import AnalyticsSettings, Settings
-from tests.analytics_oracle import Expected, recompute
+from tests.analytics_oracle import (
+    Expected,
+    assert_estimate,
+    assert_store_matches,
+    recompute_as_configured,
+)
 from tests.conftest import make_settings
 from tests.integration.api_fixtures import Api, running_api
 from tests.integration.conftest import Worker
 from tests.support import Record, expected_states, journey_stream, keyed, produce, read_records
 
-KINDS = ("e|", "n|", "m|", "c|", "f|", "d|", "a|", "v|")
 CASES = {"rees46": (60.0, 120.0), "synthetic": (3.0, 5.0)}
 """Each replay's horizon and abandon_after (s), short enough for exits within the slice."""
 BIN_FACTOR = 2 ** (1 / 8)
@@ -69,25 +73,11 @@ async def _replayed(worker: Worker, case: str) -> tuple[list[Record], Expected]:
     updater = worker.updater(analytics=worker.analytics())
     for batch in _batches(records, 97):
         await updater.handle(batch)
-    analytics = worker.settings.analytics
-    expected = recompute(
-        worker.fold,
-        records,
-        horizon_ms=int(analytics.horizon_s * 1000),
-        abandon_after_ms=int(worker.settings.models.abandon_after_s * 1000),
-        lateness_ms=int(analytics.allowed_lateness_s * 1000),
-        touchpoints=analytics.touchpoints,
-    )
-    return records, expected
+    return records, recompute_as_configured(worker.settings, worker.fold, records)
 
 
 def _store(worker: Worker) -> AnalyticsStore:
     return analytics_store(worker.redis, worker.settings)
-
-
-def assert_estimate(got: int, exact: int) -> None:
-    """HyperLogLog: standard error 0.81%; 3 sigma, and one customer for tiny sets."""
-    assert abs(got - exact) <= max(1.0, 0.025 * exact), (got, exact)
 
 
 async def test_replay_counters_equal_recomputation_in_every_bucket_and_segment(
@@ -95,34 +85,13 @@ async def test_replay_counters_equal_recomputation_in_every_bucket_and_segment(
 ) -> None:
     records, expected = await _replayed(worker, case)
 
-    store, stages = _store(worker), worker.fold.map.stages
+    store = _store(worker)
     counts = Counter(name[:2] for c in expected.counts.values() for name in c)
     assert counts["m|"], "the replay moves customers"
     assert counts["d|"], "the replay moves customers on"
     assert any(name.endswith(f"|{EXIT}") for c in expected.counts.values() for name in c)
     assert counts["a|"], "some carts are abandoned within the replay"
-    for size in BUCKETS:
-        starts = expected.starts(size)
-        for segment in sorted(expected.segments()):
-            reading = await store.read(
-                worker.fold.map.name, size, segment, starts, stages=stages, touches=True,
-                series=KINDS,
-            )  # type: ignore[arg-type]  # fmt: skip
-            for start, got in zip(starts, reading.series, strict=True):
-                assert got == dict(expected.counts[(size, start, segment)]), (size, segment, start)
-            touches: Counter[str] = Counter()
-            for start in starts:
-                touches.update(expected.touches[(size, start, segment)])
-            assert reading.touches == dict(touches)
-            for start, customers in zip(starts, reading.customers, strict=True):
-                for stage in stages:
-                    exact = expected.customers[((size, start, segment), stage)]
-                    assert_estimate(customers[stage], len(exact))
-            for stage in stages:
-                union = set().union(
-                    *(expected.customers[((size, s, segment), stage)] for s in starts)
-                )
-                assert_estimate(reading.customers_over_range[stage], len(union))
+    await assert_store_matches(store, worker.fold.map, expected)
     applied = sum(s.events_applied for s in expected_states(worker.fold, records).values())
     assert worker.sample("parcours_analytics_facts_total") == applied
 
