@@ -10,6 +10,7 @@ fence makes the repeat a no-op.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
@@ -19,8 +20,11 @@ from models.events import Event
 from models.journeymap import JourneyMap
 from models.state import JourneyState
 from service.analytics import AnalyticsStore, CustomerFacts, analytics_store
+from service.errors import StoreUnavailable
 from service.metrics import ConsumerMetrics
 from service.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class AnalyticsRecording:
@@ -76,9 +80,20 @@ class AnalyticsRecording:
             metrics.analytics_resolved.labels("abandoned_cart").inc(done.abandoned_carts)
 
     async def idle(self) -> None:
-        """Between polls: resolve what the last batches left due beyond one call's share."""
-        if self._backlog:
+        """Between polls: resolve what the last batches left due beyond one call's share.
+
+        Best effort: if Redis fails, the backlog waits for the next poll or batch.
+        """
+        if not self._backlog:
+            return
+        try:
             await self.record(())
+        except StoreUnavailable as exc:
+            logger.warning("analytics: deciding due exits between polls failed: %s", exc)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Leave the backlog of partitions this process no longer owns to their new owner."""
+        self._backlog.difference_update(partitions)
 
 
 def analytics_recording(

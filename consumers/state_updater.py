@@ -179,6 +179,8 @@ class StateUpdater:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         if self._labelling is not None:
             self._labelling.forget(tp.partition for tp in revoked)
+        if self._analytics is not None:
+            self._analytics.forget(tp.partition for tp in revoked)
 
     async def idle(self) -> None:
         """Between polls that found nothing: let quiet partitions' labels come due."""

@@ -235,23 +235,13 @@ class Recorder:
         """The contribution of `event`, applied to a journey that was `before` and is `state`."""
         t = event.timestamp_ms
         counts: list[str] = []
-        moves: list[tuple[str, str, int]] = []  # (stage left, stage entered, ms in the one left)
-        if before is None:
-            initial = self.map.initial_stage
-            moves.append((NEW, initial, 0))
-            if state.stage != initial:
-                moves.append((initial, state.stage, 0))
-            first_entry = True
-        else:
-            if t > before.last_event_at + self.horizon_ms:
-                counts.append(f"m|{EXIT}|{before.stage}")
-            if state.stage != before.stage:
-                moves.append((before.stage, state.stage, t - before.entered_at))
-            first_entry = len(state.stage_first_entered) > before.stages_reached
+        if before is not None and t > before.last_event_at + self.horizon_ms:
+            counts.append(f"m|{EXIT}|{before.stage}")
+        first_entry = before is None or len(state.stage_first_entered) > before.stages_reached
         first_channel = state.first_channel or UNKNOWN
         entered: list[str] = []
         progress: tuple[str, ...] = ()
-        for left, stage, spent in moves:
+        for left, stage, spent in self._moves(before, state, t):
             entered.append(stage)
             counts += [f"m|{left}|{stage}", f"e|{stage}", f"c|{stage}|{event.channel}"]
             counts.append(f"f|{stage}|{first_channel}")
@@ -260,15 +250,28 @@ class Recorder:
             if moves_on(self.map, left, stage):
                 counts.append(f"d|{left}|{duration_bin(max(spent, 0))}")
                 progress = last_touches(state, self.touchpoints)
-        cart = state.cart
         cart_due = None
-        if cart.items:
-            changed = cart.updated_at if cart.updated_at is not None else t
-            cart_due = changed + self.abandon_after_ms
+        if state.cart.items:
+            changed = state.cart.updated_at
+            cart_due = (changed if changed is not None else t) + self.abandon_after_ms
         return Fact(
             partition, offset, t, segments_of(state), counts, entered, progress,
             state.last_event_at + self.horizon_ms, cart_due,
         )  # fmt: skip
+
+    def _moves(
+        self, before: Before | None, state: JourneyState, t: int
+    ) -> list[tuple[str, str, int]]:
+        """The event's stage moves: (stage left, stage entered, ms spent in the one left)."""
+        if before is None:
+            initial = self.map.initial_stage
+            moves = [(NEW, initial, 0)]
+            if state.stage != initial:
+                moves.append((initial, state.stage, 0))
+            return moves
+        if state.stage == before.stage:
+            return []
+        return [(before.stage, state.stage, t - before.entered_at)]
 
     def leaving(self, state: JourneyState) -> Leaving:
         """The record an exit or abandonment of `state` (at its last event) is counted from."""

@@ -68,32 +68,37 @@ async def window(
     found = ctx.journey_maps.get(journey_map or ctx.journey_map.name)
     if found is None:
         known = ", ".join(sorted(ctx.journey_maps))
-        errors.append(
-            _error("journey_map", f"unknown journey map; known: {known}", "unknown_journey_map")
-        )
+        msg = f"unknown journey map; known: {known}"
+        errors.append(_error("journey_map", msg, "unknown_journey_map"))
     if segment not in SEGMENTS:
         msg = "unknown segment; use all, first_channel:<channel>, visitor:..., risk:..."
         errors.append(_error("segment", msg, "unknown_segment"))
     size = BUCKETS[bucket]
     end = _ms(to) if to is not None else _after_newest(await ctx.analytics.clocks(), size)
-    first = bucket_start(
-        _ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size, size
-    )
+    start = _ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size
+    starts = _starts(ctx, bucket, start, end, errors)
+    if errors:
+        raise RequestValidationError(errors)
+    assert found is not None
+    return Window(found, bucket, segment, starts)
+
+
+def _starts(
+    ctx: Context, bucket: Bucket, start: int, end: int, errors: list[dict[str, Any]]
+) -> list[int]:
+    """The starts of the buckets from the one holding `start` to `end`, if they are kept."""
+    size = BUCKETS[bucket]
+    first = bucket_start(start, size)
     if end <= first:
-        errors.append(
-            _error("to", "must be after `from` (and the start of its bucket)", "range_reversed")
-        )
+        msg = "must be after `from` (and the start of its bucket)"
+        errors.append(_error("to", msg, "range_reversed"))
     analytics = ctx.settings.analytics
     days = analytics.hour_retention_days if bucket == "hour" else analytics.day_retention_days
     longest = int(days * 86_400_000) // size
     if (end - first + size - 1) // size > longest:
         msg = f"the range spans more than {longest} {bucket} buckets, all that are kept"
         errors.append(_error("from", msg, "range_too_long"))
-    if errors:
-        raise RequestValidationError(errors)
-    assert found is not None
-    starts = list(range(first, end, size))
-    return Window(found, bucket, segment, starts)
+    return list(range(first, end, size))
 
 
 def _after_newest(clocks: dict[int, int], size: int) -> int:

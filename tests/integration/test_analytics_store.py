@@ -11,11 +11,12 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from redis.crc import key_slot
 
+from consumers.analytics_recording import analytics_recording
 from models.analytics import DAY_MS, HOUR_MS, Fact
 from service.analytics import AnalyticsStore, CustomerFacts, analytics_store
 from service.errors import StoreUnavailable
 from service.settings import AnalyticsSettings, Settings
-from service.store import JourneyStore, Write
+from service.store import JourneyStore, Write, connect_redis
 from tests.analytics_oracle import KINDS, assert_store_matches, recompute_as_configured
 from tests.conftest import make_settings
 from tests.integration.conftest import Worker
@@ -280,3 +281,19 @@ async def test_outcomes_decided_later_count_in_the_bucket_of_their_last_event(
     }  # fmt: skip
     assert back == {"m|exit|decision": 1}
     assert worker.sample("parcours_analytics_resolved_total", outcome="abandoned_cart") == 1
+
+
+async def test_analytics_unreachable_fails_the_batch_before_any_journey_is_written(
+    worker: Worker,
+) -> None:
+    records = await _records(worker, _stream()[:30])
+    dead = connect_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.5, max_connections=2)
+    analytics = analytics_recording(worker.settings, dead, worker.metrics, worker.fold.map)
+
+    with pytest.raises(StoreUnavailable) as info:
+        await worker.updater(analytics=analytics).handle(records)
+
+    assert info.value.retriable
+    customers = list(expected_states(worker.fold, records))
+    assert all(s.state is None for s in await worker.store.load_many(customers))
+    await dead.aclose()
