@@ -8,7 +8,8 @@ A `Fact` is one applied event's share, all on event time:
   entered (`c|<stage>|<channel>`) and of the customer's first touch (`f|<stage>|<channel>`);
 - for a move to a later stage ("moving on"), the time spent in the stage left, as a
   histogram bin (`d|<stage>|<bin>`), and the customer's last touchpoints (friction's
-  "progress" side);
+  "progress" side); not for the move a first event makes at once out of the first stage,
+  which is an arrival, not time spent or progress;
 - a return after an exit (`m|exit|<stage>`, see below);
 - the deadlines at which the customer exits (`exit_due`: the newest event time plus the
   horizon) and the open cart is abandoned (`cart_due`: the last cart change plus
@@ -247,7 +248,7 @@ class Recorder:
             counts.append(f"f|{stage}|{first_channel}")
             if first_entry:
                 counts.append(f"n|{stage}")
-            if moves_on(self.map, left, stage):
+            if before is not None and moves_on(self.map, left, stage):
                 counts.append(f"d|{left}|{duration_bin(max(spent, 0))}")
                 progress = last_touches(state, self.touchpoints)
         cart_due = None

@@ -171,13 +171,10 @@ def lifts(
     return ranked[:limit]
 
 
-def friction(
-    journey_map: JourneyMap, totals: Counters, touches: Counters, *, limit: int, min_count: int
-) -> Friction:
+def friction(totals: Counters, touches: Counters, *, limit: int, min_count: int) -> Friction:
     """Exits and abandoned carts, and the touchpoints that precede them more than progress."""
-    flows = moves(totals)
-    exits = sum(n for (_, to), n in flows.items() if to == EXIT)
-    progress = sum(n for (left, to), n in flows.items() if moves_on(journey_map, left, to))
+    exits = sum(n for (_, to), n in moves(totals).items() if to == EXIT)
+    progress = sum(n for name, n in totals.items() if name.startswith("d|"))  # one per move on
     where = (CHECKOUT, EARLIER)
     abandoned = {w: totals.get(f"a|{w}", 0) for w in where}
     return Friction(

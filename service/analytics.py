@@ -105,13 +105,13 @@ class AnalyticsStore:
         Partitions of counted facts are swept, and so are those in `sweep` (a backlog).
         Call it before writing the journeys of the same batch; raises `StoreUnavailable`.
         """
-        wanted = [str(p) for p in sweep]
-        args: list[str | int] = [self.base, journey_map, *self._settings, len(wanted), *wanted]
-        for customer, facts in customers:
-            for run in _runs(facts):
-                args += [run[0].partition, customer, len(run)]
-                for fact in run:
-                    args += _encode(fact)
+        batch = [
+            [str(run[0].partition), customer, [_encode(fact) for fact in run]]
+            for customer, facts in customers
+            for run in _runs(facts)
+        ]
+        args: list[str | int | bytes] = [self.base, journey_map, *self._settings]
+        args += [orjson.dumps([str(p) for p in sweep]), orjson.dumps(batch)]
         try:
             applied, exits, carts, dropped, backlog = await self._record(keys=self._keys, args=args)
         except REDIS_ERRORS as exc:
@@ -171,12 +171,12 @@ def _runs(facts: Sequence[Fact]) -> list[list[Fact]]:
     return runs
 
 
-def _encode(fact: Fact) -> list[str | int]:
-    out: list[str | int] = [fact.offset, fact.at, fact.exit_due]
-    out += ["" if fact.cart_due is None else fact.cart_due, _leaving(fact.leaving)]
-    out += [" ".join(fact.segments), len(fact.counts), *fact.counts]
-    out += [len(fact.entered), *fact.entered, len(fact.progress), *fact.progress]
-    return out
+def _encode(fact: Fact) -> list[Any]:
+    """A fact as the script reads it; no cart deadline is 0 (no deadline is that early)."""
+    return [
+        fact.offset, fact.at, fact.exit_due, fact.cart_due or 0, _leaving(fact.leaving),
+        " ".join(fact.segments), fact.counts, fact.entered, fact.progress,
+    ]  # fmt: skip
 
 
 def _leaving(leaving: Leaving | None) -> str:

@@ -3,9 +3,11 @@
 `RECORD` applies one batch's facts behind a per-partition offset fence, resolves the exits
 and abandoned carts whose deadlines passed (by the customer's own later event, or by the
 partition's event-time watermark), and drops buckets past their retention, all in one call.
-It sums the batch in Lua tables first (by map, hour, segments and field), so Redis is written
-once per key and field touched, not once per event. Every key is built from the base passed
-in ARGV, which carries the `{analytics}` hash tag: the keys share one Redis Cluster slot.
+It sums the batch in Lua tables first (by map, hour, segments and field), then reads and
+writes each key once (HMGET, HSET of all its fields), and reads and writes the customers'
+pending records in bulk: the cost of `redis.call` is paid per key, not per event or field.
+Every key is built from the base passed in ARGV, which carries the `{analytics}` hash tag:
+the keys share one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from typing import Final
 RECORD: Final = """
 -- KEYS: fence, clock, pending, expiry index
 -- ARGV: base, map, hour retention ms, day retention ms, lateness ms, sweep limit,
---   touchpoints kept per bucket, prune limit, abandon after ms, #sweep, partitions to sweep...,
---   then per customer: partition, customer, #facts, and per fact: offset, at, exit due,
---   cart due or '', leaving JSON or '', segments (space separated),
---   #counts, counts..., #entered, entered stages..., #progress, progress touches...
+--   touchpoints kept per bucket, prune limit, abandon after ms, JSON [partitions to sweep],
+--   JSON [[partition, customer, [fact...]]...], each fact [offset, at, exit due,
+--   cart due or 0, leaving JSON or '', segments (space separated), [counts...],
+--   [entered stages...], [progress touches...]] (one argument each: cheap to send)
 local FENCE, CLOCK, PENDING, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, map = ARGV[1], ARGV[2]
 local KEEP = {h = tonumber(ARGV[3]), d = tonumber(ARGV[4])}
@@ -29,6 +31,29 @@ local abandon_after = tonumber(ARGV[9])
 
 local function num(x)
   return string.format('%.17g', x)
+end
+
+-- call `command key` with `items` as arguments, a chunk at a time (Lua's unpack is bounded)
+local function each_chunk(command, key, items)
+  for from = 1, #items, 1000 do
+    redis.call(command, key, unpack(items, from, math.min(from + 999, #items)))
+  end
+end
+
+-- add `sums` (field -> n) to the hash `key`: one read and one write per chunk of fields
+local function add_all(key, sums)
+  local fields = {}
+  for field in pairs(sums) do fields[#fields + 1] = field end
+  for from = 1, #fields, 500 do
+    local part = {unpack(fields, from, math.min(from + 499, #fields))}
+    local current = redis.call('HMGET', key, unpack(part))
+    local flat = {}
+    for j, field in ipairs(part) do
+      flat[#flat + 1] = field
+      flat[#flat + 1] = num((tonumber(current[j]) or 0) + sums[field])
+    end
+    redis.call('HSET', key, unpack(flat))
+  end
 end
 
 -- facts summed by map, hour and segment list; expanded to keys at the end
@@ -55,19 +80,26 @@ local function visit(m, at, segs, stage, customer)
 end
 
 -- each customer's pending outcomes, stored as '<exit due|-> <cart due|-> <leaving JSON>'
-local pend, changed, is_changed = {}, {}, {}
-local function pending(customer)
-  local p = pend[customer]
-  if p == nil then
-    p = false
-    local raw = redis.call('HGET', PENDING, customer)
-    if raw then
-      local xd, cd, leaving = string.match(raw, '^(%S+) (%S+) (.*)$')
-      p = {xd = tonumber(xd), cd = tonumber(cd), leaving = leaving}
+local pend, changed, is_changed, indexed = {}, {}, {}, {}
+local function load(customers)  -- read the pending records not read yet, in bulk
+  local wanted = {}
+  for _, customer in ipairs(customers) do
+    if pend[customer] == nil then
+      pend[customer] = false
+      wanted[#wanted + 1] = customer
     end
-    pend[customer] = p
   end
-  return p
+  for from = 1, #wanted, 1000 do
+    local part = {unpack(wanted, from, math.min(from + 999, #wanted))}
+    for j, raw in ipairs(redis.call('HMGET', PENDING, unpack(part))) do
+      if raw then
+        local xd, cd, leaving = string.match(raw, '^(%S+) (%S+) (.*)$')
+        local p = {xd = tonumber(xd), cd = tonumber(cd), leaving = leaving}
+        pend[part[j]] = p
+        indexed[part[j]] = {x = p.xd ~= nil, c = p.cd ~= nil}  -- what the indexes hold now
+      end
+    end
+  end
 end
 local function mark(customer, p, part)
   if not is_changed[customer] then
@@ -103,27 +135,22 @@ local function abandon(p)
 end
 
 local sweep, newest, highest = {}, {}, {}
-local n_sweep = tonumber(ARGV[10])
-for j = 1, n_sweep do sweep[ARGV[10 + j]] = true end
+for _, part in ipairs(cjson.decode(ARGV[10])) do sweep[part] = true end
+local batch, customers = cjson.decode(ARGV[11]), {}
+for j, group in ipairs(batch) do customers[j] = group[2] end
+load(customers)
 local fences, applied = {}, 0
-local i = 11 + n_sweep
-while i <= #ARGV do
-  local part, customer, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  i = i + 3
+for _, group in ipairs(batch) do
+  local part, customer = group[1], group[2]
   if fences[part] == nil then
     fences[part] = tonumber(redis.call('HGET', FENCE, part) or '-1')  -- as stored at the start
   end
-  for _ = 1, n do
-    local o_s, at, xd = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    local cd, left, segs = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
-    local c0 = i + 7
-    local e0 = c0 + tonumber(ARGV[i + 6]) + 1
-    local p0 = e0 + tonumber(ARGV[e0 - 1]) + 1
-    local after = p0 + tonumber(ARGV[p0 - 1])
-    local o = tonumber(o_s)
+  for _, f in ipairs(group[3]) do
+    local o, at, xd, left, segs = f[1], f[2], f[3], f[5], f[6]
+    local cd = f[4] ~= 0 and f[4] or nil
     if o > fences[part] then
       applied = applied + 1
-      local p = pending(customer)
+      local p = pend[customer]
       if p then
         if p.xd and at > p.xd then exit_of(p) end
         if p.cd and at > p.cd then abandon(p) end
@@ -137,17 +164,16 @@ while i <= #ARGV do
       if left == '' then now.leaving = p and p.leaving or nil end
       pend[customer] = now
       mark(customer, now, part)
-      for j = c0, e0 - 2 do add(counts, map, at, segs, ARGV[j], 1) end
-      for j = e0, p0 - 2 do visit(map, at, segs, ARGV[j], customer) end
-      for j = p0, after - 1 do add(touches, map, at, segs, 'p|' .. ARGV[j], 1) end
-      if highest[part] == nil or o > highest[part][1] then highest[part] = {o, o_s} end
+      for _, field in ipairs(f[7]) do add(counts, map, at, segs, field, 1) end
+      for _, stage in ipairs(f[8]) do visit(map, at, segs, stage, customer) end
+      for _, key in ipairs(f[9]) do add(touches, map, at, segs, 'p|' .. key, 1) end
+      if highest[part] == nil or o > highest[part] then highest[part] = o end
       if newest[part] == nil or at > newest[part] then newest[part] = at end
       sweep[part] = true
     end
-    i = after
   end
 end
-for part, top in pairs(highest) do redis.call('HSET', FENCE, part, top[2]) end
+for part, top in pairs(highest) do redis.call('HSET', FENCE, part, num(top)) end
 for part, at in pairs(newest) do
   local clock = redis.call('HGET', CLOCK, part)
   if not clock or at > tonumber(clock) then redis.call('HSET', CLOCK, part, num(at)) end
@@ -163,10 +189,13 @@ local function due(part, kind, until_at)
   local index = base .. kind .. ':' .. part
   local found = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. num(until_at),
     'LIMIT', 0, sweep_limit)
+  load(found)
+  local gone = {}
   for _, customer in ipairs(found) do
-    local p = pending(customer)
-    if p then resolve(customer, p, part, until_at) else redis.call('ZREM', index, customer) end
+    local p = pend[customer]
+    if p then resolve(customer, p, part, until_at) else gone[#gone + 1] = customer end
   end
+  each_chunk('ZREM', index, gone)
   return #found >= sweep_limit
 end
 local backlog, recorded = {}, #changed
@@ -182,21 +211,33 @@ for part in pairs(sweep) do
     if due(part, 'carts', until_at) or more then backlog[#backlog + 1] = part end
   end
 end
+local kept, dropped_records, index_add, index_drop = {}, {}, {}, {}
+local function push(tbl, key, ...)
+  local list = tbl[key]
+  if not list then list = {}; tbl[key] = list end
+  for _, v in ipairs({...}) do list[#list + 1] = v end
+end
 for _, customer in ipairs(changed) do
   local p = pend[customer]
   local x_index, c_index = base .. 'exits:' .. p.part, base .. 'carts:' .. p.part
   if (p.xd or p.cd) and p.leaving then
     local head = (p.xd and num(p.xd) or '-') .. ' ' .. (p.cd and num(p.cd) or '-')
-    redis.call('HSET', PENDING, customer, head .. ' ' .. p.leaving)
+    kept[#kept + 1] = customer
+    kept[#kept + 1] = head .. ' ' .. p.leaving
   else
-    redis.call('HDEL', PENDING, customer)
+    dropped_records[#dropped_records + 1] = customer
     p.xd, p.cd = nil, nil
   end
-  if p.xd then redis.call('ZADD', x_index, num(p.xd), customer)
-  else redis.call('ZREM', x_index, customer) end
-  if p.cd then redis.call('ZADD', c_index, num(p.cd), customer)
-  else redis.call('ZREM', c_index, customer) end
+  local was = indexed[customer] or {}
+  if p.xd then push(index_add, x_index, num(p.xd), customer)
+  elseif was.x then push(index_drop, x_index, customer) end
+  if p.cd then push(index_add, c_index, num(p.cd), customer)
+  elseif was.c then push(index_drop, c_index, customer) end
 end
+each_chunk('HSET', PENDING, kept)
+each_chunk('HDEL', PENDING, dropped_records)
+for index, items in pairs(index_add) do each_chunk('ZADD', index, items) end
+for index, items in pairs(index_drop) do each_chunk('ZREM', index, items) end
 
 local clock = -1
 for _, v in ipairs(redis.call('HVALS', CLOCK)) do clock = math.max(clock, tonumber(v)) end
@@ -253,17 +294,25 @@ local function summed(tbl, kind)
   end)
   return out
 end
-for key, fields in pairs(summed(counts, 'c')) do
-  for field, n in pairs(fields) do redis.call('HINCRBY', key, field, n) end
-end
+for key, fields in pairs(summed(counts, 'c')) do add_all(key, fields) end
 for key, fields in pairs(summed(touches, 't')) do
-  local size = redis.call('HLEN', key)
-  for field, n in pairs(fields) do
-    if size >= max_touch and redis.call('HEXISTS', key, field) == 0 then
-      field = string.match(field, '^(%a|[^|]*|[^|]*|)') .. '*'  -- pooled by type and channel
+  local size, names, pooled = redis.call('HLEN', key), {}, {}
+  for field in pairs(fields) do names[#names + 1] = field end
+  for from = 1, #names, 500 do
+    local part = {unpack(names, from, math.min(from + 499, #names))}
+    for j, current in ipairs(redis.call('HMGET', key, unpack(part))) do
+      local field = part[j]
+      if not current then
+        if size >= max_touch then
+          field = string.match(field, '^(%a|[^|]*|[^|]*|)') .. '*'  -- by type and channel
+        else
+          size = size + 1
+        end
+      end
+      pooled[field] = (pooled[field] or 0) + fields[part[j]]
     end
-    if redis.call('HINCRBY', key, field, n) == n then size = size + 1 end
   end
+  add_all(key, pooled)
 end
 local who_by_key = {}
 expand(visits, function(m, g, bucket, seg, stages)
@@ -275,12 +324,9 @@ expand(visits, function(m, g, bucket, seg, stages)
   end
 end)
 for key, who in pairs(who_by_key) do
-  local chunk = {}
-  for customer in pairs(who) do
-    chunk[#chunk + 1] = customer
-    if #chunk == 1000 then redis.call('PFADD', key, unpack(chunk)); chunk = {} end
-  end
-  if #chunk > 0 then redis.call('PFADD', key, unpack(chunk)) end
+  local list = {}
+  for customer in pairs(who) do list[#list + 1] = customer end
+  each_chunk('PFADD', key, list)
 end
 
 -- every bucket's keys are listed under it and the bucket indexed by when it expires, in
@@ -288,9 +334,7 @@ end
 for id, entry in pairs(buckets) do
   local listing, ttl = base .. 'keys:' .. id, KEEP[entry.g]
   redis.call('ZADD', EXPIRY, num(entry.bucket + ttl), id)
-  for from = 1, #entry.keys, 1000 do
-    redis.call('SADD', listing, unpack(entry.keys, from, math.min(from + 999, #entry.keys)))
-  end
+  each_chunk('SADD', listing, entry.keys)
   for _, key in ipairs(entry.keys) do redis.call('PEXPIRE', key, ttl) end
   redis.call('PEXPIRE', listing, ttl)
 end

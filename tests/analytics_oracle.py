@@ -138,7 +138,7 @@ def recompute(
                 found.add(t, segments, f"n|{stage}")
             for slot in _slots(t, segments):
                 found.customers[(slot, stage)].add(customer)
-            if left != NEW and stages.index(stage) > stages.index(left):
+            if before is not None and stages.index(stage) > stages.index(left):
                 found.add(t, segments, f"d|{left}|{duration_bin(max(spent, 0))}")
                 for slot in _slots(t, segments):
                     found.durations[(slot, left)].append(max(spent, 0))

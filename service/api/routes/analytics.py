@@ -88,9 +88,7 @@ async def get_friction(
     ] = 3,
 ) -> FrictionPublic:
     reading = await _read(ctx, asked, touches=True, series=("m|", "a|"))
-    found = report.friction(
-        asked.journey_map, reading.totals, reading.touches, limit=limit, min_count=min_count
-    )
+    found = report.friction(reading.totals, reading.touches, limit=limit, min_count=min_count)
     abandoned, value = found.abandoned, found.abandoned_value_cents
     return FrictionPublic.model_validate(
         {
