@@ -7,7 +7,8 @@ skips events already applied, so a redelivered batch, a client retry or a zombie
 a rebalance cannot apply an event twice. The caller commits offsets after `handle` returns.
 
 With `Labelling`, each customer's label book is read and written in the same round trips
-and atomic write as the journey, and the batch ends with a watermark sweep.
+and atomic write as the journey, and the batch ends with a watermark sweep. With
+`AnalyticsRecording`, each applied event leaves an analytics fact, counted before the write.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from typing import TypeAlias
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from consumers.analytics_recording import AnalyticsRecording
 from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetter, DeadLetterSink
 from consumers.labelling import Labelling
 from consumers.triggering import Triggering
+from models.analytics import Fact
 from models.catalog import CatalogUpdate
 from models.errors import InvalidEvent
 from models.events import FEEDBACK_TYPES, Event, EventDecoder
@@ -68,6 +71,7 @@ class _Folded:
     triggers: list[Trigger] = field(default_factory=list)
     moves: list[tuple[str, str]] = field(default_factory=list)  # (stage left, stage entered)
     stored_stage: str | None = None  # the stage of the journey as loaded
+    facts: list[Fact] = field(default_factory=list)
 
 
 class StateUpdater:
@@ -86,6 +90,7 @@ class StateUpdater:
         labelling: Labelling | None = None,
         catalog: CatalogLearning | None = None,
         triggering: Triggering | None = None,
+        analytics: AnalyticsRecording | None = None,
     ) -> None:
         self._store = store
         self._decoder = decoder
@@ -97,6 +102,7 @@ class StateUpdater:
         self._labelling = labelling
         self._catalog = catalog
         self._triggering = triggering
+        self._analytics = analytics
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Make the batch's effect durable in Redis (and the dead-letter topic), or raise."""
@@ -151,7 +157,8 @@ class StateUpdater:
 
     async def _before_writing(self, results: Iterable[_Folded], triggers: list[Trigger]) -> None:
         """Everything the journey write will account for is made durable first, concurrently:
-        triggers and samples on Kafka, catalog lessons in Redis (each repeatable)."""
+        triggers and samples on Kafka, catalog lessons and analytics facts in Redis (each
+        repeatable)."""
         results = list(results)
         steps: list[Awaitable[None]] = []
         if self._triggering is not None:
@@ -161,6 +168,9 @@ class StateUpdater:
         if self._catalog is not None:
             lessons = [u for r in results for u in r.lessons]
             steps.append(self._catalog.learn(lessons, [a for r in results for a in r.applied]))
+        if self._analytics is not None:
+            facts = [(r.state.customer_id, r.facts) for r in results if r.facts and r.state]
+            steps.append(self._analytics.record(facts))
         await asyncio.gather(*steps)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
@@ -171,11 +181,15 @@ class StateUpdater:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         if self._labelling is not None:
             self._labelling.forget(tp.partition for tp in revoked)
+        if self._analytics is not None:
+            self._analytics.forget(tp.partition for tp in revoked)
 
     async def idle(self) -> None:
         """Between polls that found nothing: let quiet partitions' labels come due."""
         if self._labelling is not None:
             await self._labelling.sweep_idle()
+        if self._analytics is not None:
+            await self._analytics.idle()
 
     def _write(self, customer: str, result: _Folded) -> Write:
         assert result.state is not None
@@ -206,6 +220,7 @@ class StateUpdater:
         result = _Folded(_decoded(stored), rev=stored.rev)
         result.stored_stage = result.state.stage if result.state is not None else None
         labelling, catalog, triggering = self._labelling, self._catalog, self._triggering
+        analytics = self._analytics
         if labelling is not None:
             result.book = labelling.book(stored.labels)
         for event, record in items:
@@ -218,6 +233,7 @@ class StateUpdater:
                 lesson = None
                 if catalog is not None:
                     lesson = catalog.lesson(cart, event, record.partition, record.offset)
+                before = analytics.before(result.facts, result.state, event) if analytics else None
                 result.state, skipped = self._fold.step_owned(result.state, event, position)
                 t = event.timestamp_ms
                 if labelling is not None and skipped is None:
@@ -240,6 +256,10 @@ class StateUpdater:
                     result.moves.append((prev_stage or NEW_CUSTOMER, result.state.stage))
                 if lesson is not None:
                     result.lessons.append(lesson)
+                if analytics is not None:
+                    analytics.observe(
+                        result.facts, before, result.state, event, record.partition, record.offset
+                    )
                 digest = last_digest(result.state) if labelling or triggering else ""
                 resolved: list[Sample] = []
                 if labelling is not None and result.book is not None:
@@ -259,6 +279,8 @@ class StateUpdater:
                 result.redelivered += 1
             else:
                 result.duplicates += 1
+        if analytics is not None:
+            analytics.finish(result.facts, result.state)
         return result
 
     def _rebuild(self, stored: Stored, applied: list[tuple[Event, Record]]) -> JourneyState | None:

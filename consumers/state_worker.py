@@ -8,6 +8,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
+from consumers.analytics_recording import analytics_recording
 from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetterSink
 from consumers.labelling import Labelling, SampleSink
@@ -66,6 +67,9 @@ async def run_state_consumer(
                 metrics,
                 max_basket=settings.recommend.max_basket,
             )
+        analytics = None
+        if settings.analytics.enabled:
+            analytics = analytics_recording(settings, io.redis, metrics, fold.map)
         updater = StateUpdater(
             store,
             decoder,
@@ -76,6 +80,7 @@ async def run_state_consumer(
             labelling=labelling,
             catalog=catalog,
             triggering=triggering,
+            analytics=analytics,
         )
         logger.info(
             "state consumer starting: topic %s, group %s, journey map %s",

@@ -139,6 +139,7 @@ class Fold:
             last_event_at=t,
             stage_history=[_leaf(StageVisit, (stage, t, event.type))],
             stage_first_entered={stage: t},
+            first_channel=event.channel,
         )
 
     def _apply(self, state: JourneyState, event: Event, t: int) -> None:

@@ -85,7 +85,8 @@ class JourneyState:
     partition) make applying an event idempotent; they are bookkeeping, not public journey.
     `predictions` holds the model scores attached when the state was last written (the fold
     never reads them; see `models.predictions`). `alerts` remembers which triggers were sent
-    (`models.trigger_rules`: once per cart, frequency caps); bookkeeping too.
+    (`models.trigger_rules`: once per cart, frequency caps); bookkeeping too. `first_channel`
+    is the channel of the customer's first event (None in journeys written before it was kept).
     """
 
     customer_id: str
@@ -109,6 +110,7 @@ class JourneyState:
     offsets: dict[str, int] = field(default_factory=dict)
     predictions: dict[str, Any] | None = None
     alerts: dict[str, int] = field(default_factory=dict)
+    first_channel: str | None = None
     v: int = SCHEMA_VERSION
 
     def copy(self) -> JourneyState:
@@ -143,6 +145,7 @@ class JourneyState:
             offsets=self.offsets.copy(),
             predictions=self.predictions,
             alerts=self.alerts.copy(),
+            first_channel=self.first_channel,
         )
 
 
@@ -188,6 +191,7 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
         "offsets": state.offsets,
         "predictions": state.predictions,
         "alerts": state.alerts,
+        "first_channel": state.first_channel,
     }
 
 
@@ -220,4 +224,5 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         offsets=data["offsets"],
         predictions=data.get("predictions"),
         alerts=data.get("alerts") or {},
+        first_channel=data.get("first_channel"),
     )

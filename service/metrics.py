@@ -122,6 +122,16 @@ class ConsumerMetrics(RunnerMetrics):
             "Co-occurrence and trending updates learned from applied events.",
             registry=registry,
         )  # fmt: skip
+        self.analytics_facts = Counter(
+            "parcours_analytics_facts_total",
+            "Applied events counted into the journey analytics (each once, however redelivered).",
+            registry=registry,
+        )  # fmt: skip
+        self.analytics_resolved = Counter(
+            "parcours_analytics_resolved_total",
+            "Exits and abandoned carts decided on event time and counted, by outcome.",
+            ["outcome"], registry=registry,
+        )  # fmt: skip
 
 
 class ApiMetrics:

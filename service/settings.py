@@ -203,6 +203,33 @@ class RecommendSettings(_Group):
     )
 
 
+class AnalyticsSettings(_Group):
+    enabled: bool = Field(
+        default=True, description="state consumers keep funnel, flow and friction analytics"
+    )
+    horizon_s: float = Field(
+        default=86_400, gt=0, description="a customer not seen this long (event time) has exited"
+    )
+    allowed_lateness_s: float = Field(
+        default=60, ge=0, description="watermark slack before an exit or abandonment is decided"
+    )
+    hour_retention_days: float = Field(
+        default=35, gt=0, le=366, description="hourly buckets kept (event time)"
+    )
+    day_retention_days: float = Field(
+        default=400, gt=0, le=3660, description="daily buckets kept (event time)"
+    )
+    touchpoints: int = Field(
+        default=3, ge=1, le=20, description="last touchpoints counted before leaving or moving on"
+    )
+    max_touchpoints: int = Field(
+        default=500, ge=10, description="touchpoint targets kept per bucket and segment"
+    )
+    sweep_batch: int = Field(
+        default=1000, ge=1, description="exits and carts resolved per partition per batch"
+    )
+
+
 class TriggerSettings(_Group):
     enabled: bool = Field(
         default=True, description="state consumers publish webhook triggers to the topic"
@@ -279,6 +306,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     models: ModelSettings = ModelSettings()
     recommend: RecommendSettings = RecommendSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     triggers: TriggerSettings = TriggerSettings()
     webhooks: WebhookSettings = WebhookSettings()
     log: LogSettings = LogSettings()

@@ -15,6 +15,8 @@ from starlette.responses import Response
 
 from models.errors import InvalidEvent
 from models.events import Event
+from models.journeymap import BUILTIN_MAPS, load_journey_map
+from service.analytics import analytics_store
 from service.api.context import ApiContext
 from service.api.exposition import api_registry, worker_stopped
 from service.api.journey_gauges import JourneyGaugeExporter
@@ -22,6 +24,7 @@ from service.api.middleware import MetricsMiddleware
 from service.api.recommender import TRENDING_SLACK, Recommender
 from service.api.responses import problem
 from service.api.routes import (
+    analytics,
     deliveries,
     events,
     journeys,
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = api_registry()
     metrics = ApiMetrics(registry)
     model_metrics = ModelMetrics(registry)
+    journey_maps = {name: load_journey_map(name) for name in BUILTIN_MAPS}
+    journey_maps[fold.map.name] = fold.map
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 min_interval_s=settings.api.gauges_refresh_s,
                 timeout_s=redis_settings.socket_timeout_s,
             ),
+            analytics=analytics_store(redis, settings),
+            journey_maps=journey_maps,
         )
         # Everything built so far (models, maps, clients) lives as long as the process: keep
         # it out of the cyclic collector's generations, which otherwise rescan it under load.
@@ -139,7 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    routers = (events, journeys, predictions, recommendations, webhooks, deliveries, meta)
+    routers = (
+        events, journeys, predictions, recommendations, webhooks, deliveries, analytics, meta,
+    )  # fmt: skip
     for router in (module.router for module in routers):
         app.include_router(router)
     app.add_exception_handler(InvalidEvent, _invalid_event)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from models.events import EventDecoder
 from models.journeymap import JourneyMap
+from service.analytics import AnalyticsStore
 from service.api.journey_gauges import JourneyGaugeExporter
 from service.api.recommender import Recommender
 from service.bus import EventPublisher, ManagedProducer
@@ -36,3 +37,6 @@ class ApiContext:
     deliveries: DeliveryStore
     webhook_sender: WebhookSender
     journey_gauges: JourneyGaugeExporter
+    analytics: AnalyticsStore
+    journey_maps: dict[str, JourneyMap]
+    """Maps whose analytics can be read: the built-in ones and the active one."""

@@ -1,4 +1,5 @@
-"""SIGKILL a consumer mid-stream while a second member joins: nothing lost, nothing twice."""
+"""SIGKILL a consumer mid-stream while a second member joins: nothing lost, nothing twice
+(journeys, the catalog and the journey analytics)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from service.analytics import analytics_store
 from service.bus import ensure_topics
 from service.catalog import CatalogRead, catalog_store
 from service.journey import build_fold
 from service.settings import Settings
 from service.store import connect_redis, journey_store
+from tests.analytics_oracle import assert_store_matches, recompute_as_configured
 from tests.conftest import make_settings
 from tests.e2e.conftest import Role
 from tests.support import (
@@ -62,9 +65,11 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     kafka_bootstrap: str, redis_url: str, roles: list[Role], tmp_path: Path
 ) -> None:
     settings = make_settings(kafka_bootstrap, redis_url, partitions=PARTITIONS)
+    every_touchpoint = settings.analytics.model_copy(update={"max_touchpoints": 100_000})
+    settings = settings.model_copy(update={"analytics": every_touchpoint})  # none pooled
     kafka = settings.kafka
     await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
-    env = settings_env(settings)
+    env = settings_env(settings) | {"PARCOURS_ANALYTICS_MAX_TOUCHPOINTS": "100000"}
     events = journey_stream(customers=CUSTOMERS, events=EVENTS, seed=5)
     messages = with_client_faults(events, seed=5, poison=POISON)
     watched = (kafka_bootstrap, kafka.consumer_group, kafka.events_topic)
@@ -118,6 +123,11 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     customers = sorted(expected)
     stored = await stored_states(store, customers)
     catalog = await _catalog_counts(redis, settings)
+    # every applied event counted once into the analytics, whatever the kill redelivered
+    fold = build_fold(settings.journey)
+    analytics = recompute_as_configured(settings, fold, records)
+    counted = analytics_store(redis, settings)
+    await assert_store_matches(counted, fold.map, analytics, scored=True)
     await redis.aclose()
     mismatched = [c for c in customers if stored[c] != expected[c]]
     assert not mismatched, (

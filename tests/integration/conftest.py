@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from consumers.analytics_recording import AnalyticsRecording, analytics_recording
 from consumers.deadletter import DeadLetterSink
 from consumers.labelling import Labelling, SampleSink
 from consumers.state_updater import StateUpdater
@@ -42,6 +43,7 @@ class Worker:
         store: JourneyStore | None = None,
         labelling: Labelling | None = None,
         triggering: Triggering | None = None,
+        analytics: AnalyticsRecording | None = None,
     ) -> StateUpdater:
         fold = fold or self.fold
         sink = DeadLetterSink(
@@ -58,6 +60,7 @@ class Worker:
             self.metrics,
             labelling=labelling,
             triggering=triggering,
+            analytics=analytics,
         )
 
     def triggering(self, *, at_risk_threshold: float = 0.7) -> Triggering:
@@ -93,6 +96,10 @@ class Worker:
             triggering=triggering,
         )
         return self.updater(labelling=labelling, triggering=triggering)
+
+    def analytics(self) -> AnalyticsRecording:
+        """Analytics recording as `parcours consume` wires it from the settings."""
+        return analytics_recording(self.settings, self.redis, self.metrics, self.fold.map)
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels or None) or 0.0

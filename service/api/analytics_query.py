@@ -1,0 +1,115 @@
+"""The analytics routes' shared parameters: a time range of buckets, a segment and a map.
+
+Bad combinations are `422`s naming the parameter to change: `to` not after `from`
+(`range_reversed`), a range of more buckets than the retention keeps (`range_too_long`, on
+`from`), an unknown `segment` or `journey_map`. Without `to`, the range ends with the bucket
+holding the newest event time counted (event time: a replay of last year reads as it was).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from fastapi import Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime
+
+from models.analytics import BUCKETS, Bucket, bucket_start, segment_names
+from models.journeymap import JourneyMap
+from service.api.deps import Context
+
+DEFAULT_SPAN: Final[dict[str, int]] = {"hour": 24, "day": 30}
+"""Buckets a range covers when `from` is left out."""
+SEGMENTS: Final = segment_names()
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The buckets a request reads: starts in epoch ms, oldest first."""
+
+    journey_map: JourneyMap
+    bucket: Bucket
+    segment: str
+    starts: list[int]
+
+    @property
+    def size_ms(self) -> int:
+        return BUCKETS[self.bucket]
+
+
+async def window(
+    ctx: Context,
+    from_: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="start (the bucket holding it is the first)"),
+    ] = None,
+    to: Annotated[
+        AwareDatetime | None,
+        Query(description="end, exclusive (default: after the newest event counted)"),
+    ] = None,
+    bucket: Annotated[Bucket, Query(description="bucket size")] = "hour",
+    segment: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="all, first_channel:<channel|unknown>, visitor:new|returning, "
+            "risk:none|low|medium|high",
+        ),
+    ] = "all",
+    journey_map: Annotated[
+        str | None, Query(max_length=64, description="default: the active journey map")
+    ] = None,
+) -> Window:
+    """The request's window, or a `RequestValidationError` naming every bad parameter."""
+    errors: list[dict[str, Any]] = []
+    found = ctx.journey_maps.get(journey_map or ctx.journey_map.name)
+    if found is None:
+        known = ", ".join(sorted(ctx.journey_maps))
+        msg = f"unknown journey map; known: {known}"
+        errors.append(_error("journey_map", msg, "unknown_journey_map"))
+    if segment not in SEGMENTS:
+        msg = "unknown segment; use all, first_channel:<channel>, visitor:..., risk:..."
+        errors.append(_error("segment", msg, "unknown_segment"))
+    size = BUCKETS[bucket]
+    end = _ms(to) if to is not None else _after_newest(await ctx.analytics.clocks(), size)
+    start = _ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size
+    starts = _starts(ctx, bucket, start, end, errors)
+    if errors:
+        raise RequestValidationError(errors)
+    assert found is not None
+    return Window(found, bucket, segment, starts)
+
+
+def _starts(
+    ctx: Context, bucket: Bucket, start: int, end: int, errors: list[dict[str, Any]]
+) -> list[int]:
+    """The starts of the buckets from the one holding `start` to `end`, if they are kept."""
+    size = BUCKETS[bucket]
+    first = bucket_start(start, size)
+    if end <= first:
+        msg = "must be after `from` (and the start of its bucket)"
+        errors.append(_error("to", msg, "range_reversed"))
+    analytics = ctx.settings.analytics
+    days = analytics.hour_retention_days if bucket == "hour" else analytics.day_retention_days
+    longest = int(days * 86_400_000) // size
+    if (end - first + size - 1) // size > longest:
+        msg = f"the range spans more than {longest} {bucket} buckets, all that are kept"
+        errors.append(_error("from", msg, "range_too_long"))
+    return list(range(first, end, size))
+
+
+def _after_newest(clocks: dict[int, int], size: int) -> int:
+    newest = max(clocks.values()) if clocks else int(time.time() * 1000)
+    return bucket_start(newest, size) + size
+
+
+def _ms(moment: datetime) -> int:
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def _error(name: str, msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": ("query", name), "msg": msg, "type": kind}

@@ -1,0 +1,187 @@
+"""The live journey map's numbers: funnel, flows, friction and channels over a time range."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from models import analytics_report as report
+from models.analytics import NEW
+from models.analytics_report import TouchLift
+from models.journeymap import EXIT
+from service.analytics import Reading
+from service.api.analytics_query import Window, window
+from service.api.analytics_schemas import (
+    ChannelsPublic,
+    FrictionPublic,
+    FunnelPublic,
+    TransitionsPublic,
+    WindowPublic,
+)
+from service.api.deps import Context
+
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+
+Asked = Annotated[Window, Depends(window)]
+
+
+@router.get("/funnel", summary="Entries, conversion and time to move on, per stage")
+async def get_funnel(asked: Asked, ctx: Context) -> FunnelPublic:
+    stages = asked.journey_map.stages
+    reading = await _read(ctx, asked, stages=stages, series=("e|",))
+    funnel = report.funnel(asked.journey_map, reading.totals, reading.customers_over_range)
+    return FunnelPublic.model_validate(
+        {
+            "window": _window(ctx, asked, reading),
+            "stages": [
+                {
+                    "stage": s.stage, "entered": s.entered, "first_entries": s.first_entries,
+                    "customers": s.customers, "departures": s.departures,
+                    "moved_on": s.moved_on, "to_next": s.to_next, "moved_back": s.moved_back,
+                    "exits": s.exits, "conversion": s.conversion, "to_next_rate": s.to_next_rate,
+                    "time_to_move_on": {
+                        "moves": s.durations.moves, "median_s": s.durations.median_s,
+                        "p90_s": s.durations.p90_s,
+                    },
+                }
+                for s in funnel
+            ],
+            "buckets": [
+                {
+                    "start": _time(start),
+                    "entered": {s: fields.get(f"e|{s}", 0) for s in stages},
+                    "customers": customers,
+                }
+                for start, fields, customers in zip(
+                    asked.starts, reading.series, reading.customers, strict=True
+                )
+            ],
+        }
+    )  # fmt: skip
+
+
+@router.get("/transitions", summary="Stage to stage moves, exits included, for a flow diagram")
+async def get_transitions(asked: Asked, ctx: Context) -> TransitionsPublic:
+    reading = await _read(ctx, asked, series=("m|",))
+    return TransitionsPublic.model_validate(
+        {
+            "window": _window(ctx, asked, reading),
+            "nodes": [NEW, *asked.journey_map.stages, EXIT],
+            "transitions": _moves(reading.totals),
+            "buckets": [
+                {"start": _time(start), "transitions": _moves(fields)}
+                for start, fields in zip(asked.starts, reading.series, strict=True)
+            ],
+        }
+    )
+
+
+@router.get("/friction", summary="Where customers leave, and the touchpoints before it")
+async def get_friction(
+    asked: Asked,
+    ctx: Context,
+    limit: Annotated[int, Query(ge=1, le=200, description="touchpoints per outcome")] = 20,
+    min_count: Annotated[
+        int, Query(ge=1, description="least outcomes a touchpoint must precede to rank")
+    ] = 3,
+) -> FrictionPublic:
+    reading = await _read(ctx, asked, touches=True, series=("m|", "a|"))
+    found = report.friction(reading.totals, reading.touches, limit=limit, min_count=min_count)
+    abandoned, value = found.abandoned, found.abandoned_value_cents
+    return FrictionPublic.model_validate(
+        {
+            "window": _window(ctx, asked, reading),
+            "progress": found.progress,
+            "exits": {"total": found.exits, "touchpoints": _touches(found.exit_touches)},
+            "abandoned_carts": {
+                "total": sum(abandoned.values()),
+                "touchpoints": _touches(found.cart_touches),
+            },
+            "carts": {
+                "at_checkout": abandoned["checkout"],
+                "earlier": abandoned["earlier"],
+                "value_at_checkout": value["checkout"] / 100,
+                "value_earlier": value["earlier"] / 100,
+            },
+            "buckets": [
+                {
+                    "start": _time(start),
+                    "exits": sum(n for (_, to), n in report.moves(fields).items() if to == EXIT),
+                    "abandoned_at_checkout": fields.get("a|checkout", 0),
+                    "abandoned_earlier": fields.get("a|earlier", 0),
+                }
+                for start, fields in zip(asked.starts, reading.series, strict=True)
+            ],
+        }
+    )
+
+
+@router.get("/channels", summary="Which channels bring customers into each stage")
+async def get_channels(asked: Asked, ctx: Context) -> ChannelsPublic:
+    reading = await _read(ctx, asked)
+    stages = report.channels(asked.journey_map.stages, reading.totals)
+    return ChannelsPublic.model_validate(
+        {
+            "window": _window(ctx, asked, reading),
+            "stages": [
+                {"stage": s.stage, "entered": s.entered, "last_touch": s.last_touch,
+                 "first_touch": s.first_touch}
+                for s in stages
+            ],
+        }
+    )  # fmt: skip
+
+
+async def _read(
+    ctx: Context,
+    asked: Window,
+    *,
+    stages: tuple[str, ...] = (),
+    touches: bool = False,
+    series: tuple[str, ...] = (),
+) -> Reading:
+    return await ctx.analytics.read(
+        asked.journey_map.name, asked.bucket, asked.segment, asked.starts,
+        stages=stages, touches=touches, series=series,
+    )  # fmt: skip
+
+
+def _window(ctx: Context, asked: Window, reading: Reading) -> WindowPublic:
+    """The range read, with the newest event time counted and the time before which every
+    partition's watermark has decided the exits and abandoned carts."""
+    clocks = reading.clocks.values()
+    decided = None
+    if clocks:
+        analytics = ctx.settings.analytics
+        wait_s = analytics.allowed_lateness_s + max(
+            analytics.horizon_s, ctx.settings.models.abandon_after_s
+        )
+        decided = _time(min(clocks) - int(wait_s * 1000))
+    return WindowPublic(
+        journey_map=asked.journey_map.name,
+        segment=asked.segment,
+        bucket=asked.bucket,
+        from_=_time(asked.starts[0]),
+        to=_time(asked.starts[-1] + asked.size_ms),
+        as_of=_time(max(clocks)) if clocks else None,
+        complete_until=decided,
+    )
+
+
+def _moves(fields: report.Counters) -> list[dict[str, Any]]:
+    flows = sorted(report.moves(fields).items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{"from": left, "to": to, "count": n} for (left, to), n in flows]
+
+
+def _touches(found: list[TouchLift]) -> list[dict[str, Any]]:
+    return [
+        {"type": t.type, "channel": t.channel, "target": t.target, "count": t.count,
+         "progress": t.progress, "lift": t.lift}
+        for t in found
+    ]  # fmt: skip
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -1,0 +1,126 @@
+"""GET /v1/analytics/*: the window parameters, their 422s, defaults and documented schemas.
+(The numbers themselves are checked against a recomputation in test_analytics_replay.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from models.analytics import HOUR_MS, Fact
+from service.analytics import CustomerFacts, analytics_store
+from tests.integration.api_fixtures import (
+    Api,
+    api_fixture,  # noqa: F401 - the `api` fixture
+)
+
+ROUTES = ("funnel", "transitions", "friction", "channels")
+T0 = 1_569_888_000_000  # 2019-10-01T00:00Z
+
+
+async def _get(api: Api, route: str, **params: str) -> Any:
+    return await api.client.get(f"/v1/analytics/{route}", params=params)
+
+
+def _errors(response: Any) -> list[tuple[list[str], str]]:
+    assert response.status_code == 422, response.text
+    return [(e["loc"], e["type"]) for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_analytics_to_before_from_is_422_naming_to(api: Api, route: str) -> None:
+    response = await _get(
+        api, route, **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
+    )
+
+    assert _errors(response) == [(["query", "to"], "range_reversed")]
+
+
+async def test_analytics_range_longer_than_the_retention_is_422_naming_from(api: Api) -> None:
+    window = {"from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}
+
+    hourly = await _get(api, "funnel", **window, bucket="hour")
+    daily = await _get(api, "funnel", **window, bucket="day")
+
+    assert _errors(hourly) == [(["query", "from"], "range_too_long")]
+    assert "840 hour buckets" in hourly.json()["detail"][0]["msg"]
+    assert daily.status_code == 200
+    assert len(daily.json()["buckets"]) == 59
+
+
+async def test_analytics_unknown_segment_map_and_bucket_are_422s(api: Api) -> None:
+    response = await _get(api, "channels", segment="first_channel:fax", journey_map="nope")
+    bucket = await _get(api, "channels", bucket="week")
+    naive = await _get(api, "channels", **{"from": "2026-11-01T10:00:00"})
+    limit = await _get(api, "friction", limit="0")
+
+    assert _errors(response) == [
+        (["query", "journey_map"], "unknown_journey_map"),
+        (["query", "segment"], "unknown_segment"),
+    ]
+    assert "b2b, retail" in response.json()["detail"][0]["msg"]
+    assert _errors(bucket) == [(["query", "bucket"], "literal_error")]
+    assert _errors(naive) == [(["query", "from"], "timezone_aware")]
+    assert _errors(limit) == [(["query", "limit"], "greater_than_equal")]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_analytics_without_data_answer_zeros_for_the_last_day(api: Api, route: str) -> None:
+    response = await _get(api, route)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    window = body["window"]
+    assert (window["journey_map"], window["segment"], window["bucket"]) == ("retail", "all", "hour")
+    assert window["as_of"] is None
+    assert window["complete_until"] is None
+    if route != "channels":
+        assert len(body["buckets"]) == 24
+    if route == "funnel":
+        assert [s["entered"] for s in body["stages"]] == [0] * 7
+        assert body["stages"][0]["conversion"] is None
+
+
+async def test_analytics_default_window_ends_with_the_newest_event_time(api: Api) -> None:
+    store = analytics_store(api.app.state.context.redis, api.settings)
+    fact = Fact(
+        2, 0, T0 + 90 * 60_000, ("first_channel:app", "visitor:new", "risk:none"),
+        ["e|awareness", "m|new|awareness", "c|awareness|app"], ["awareness"], (),
+        T0 + 10 * HOUR_MS, None,
+    )  # fmt: skip
+    await store.record("retail", [CustomerFacts("c-1", [fact])])
+
+    funnel = (await _get(api, "funnel", segment="first_channel:app")).json()
+    b2b = (await _get(api, "funnel", journey_map="b2b", bucket="day")).json()
+
+    window = funnel["window"]
+    assert window["to"] == "2019-10-01T02:00:00Z"
+    assert window["from"] == "2019-09-30T02:00:00Z"
+    assert window["as_of"] == "2019-10-01T01:30:00Z"
+    assert window["complete_until"] == "2019-09-30T01:29:00Z"  # 24 h horizon and 60 s lateness
+    assert funnel["buckets"][-1]["entered"]["awareness"] == 1
+    assert funnel["buckets"][-1]["customers"]["awareness"] == 1
+    assert funnel["stages"][0]["customers"] == 1
+    assert b2b["stages"][0]["stage"] == "research"
+    assert b2b["window"]["to"] == "2019-10-02T00:00:00Z"
+    elsewhere = (await _get(api, "funnel", segment="first_channel:web")).json()
+    assert elsewhere["stages"][0]["entered"] == 0
+
+
+async def test_openapi_documents_the_analytics_routes_and_schemas(api: Api) -> None:
+    schema = (await api.client.get("/openapi.json")).json()
+
+    for route, model in zip(
+        ROUTES,
+        ("FunnelPublic", "TransitionsPublic", "FrictionPublic", "ChannelsPublic"),
+        strict=True,
+    ):
+        operation = schema["paths"][f"/v1/analytics/{route}"]["get"]
+        names = {p["name"] for p in operation["parameters"]}
+        assert {"from", "to", "bucket", "segment", "journey_map"} <= names
+        ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{model}"}
+    window = schema["components"]["schemas"]["WindowPublic"]["properties"]
+    assert {"from", "to", "as_of", "complete_until"} <= set(window)
+    customers = schema["components"]["schemas"]["FunnelStagePublic"]["properties"]["customers"]
+    assert "0.81%" in customers["description"]
