@@ -32,7 +32,7 @@ async def run_dispatcher(
         start_http_server(webhooks.metrics_port, registry=registry)
     group = webhooks.dispatcher_group
     async with (
-        worker_io(settings, group=group, max_redis_connections=32) as io,
+        worker_io(settings, group=group, max_redis_connections=32, registry=registry) as io,
         make_http_client(webhooks) as client,
     ):
         deliveries = DeliveryStore(

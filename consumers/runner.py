@@ -159,7 +159,7 @@ class BatchRunner:
                         delay = await self._process(batch)
                 elif isinstance(self._handler, Lifecycle):
                     async with self._in_flight:
-                        await self._handler.idle()
+                        delay = await self._idle(self._handler)
                 del batch
                 self._collector.after_poll()
                 if delay:
@@ -187,6 +187,20 @@ class BatchRunner:
             self._backoff.reset()
             self._metrics.batch_size.observe(len(records))
             await self._commit(batch)
+        return 0.0
+
+    async def _idle(self, handler: Lifecycle) -> float:
+        """The handler's work between empty polls; a retriable failure backs off, as a batch's
+        does, instead of stopping the worker."""
+        try:
+            await handler.idle()
+        except ParcoursError as exc:
+            if not exc.retriable:
+                raise
+            delay = self._backoff.next_delay()
+            self._metrics.retries.labels(type(exc).__name__).inc()
+            logger.warning("idle work not done (%s); retrying in %.1fs", exc, delay)
+            return delay
         return 0.0
 
     def _rewind(self, batch: Batch) -> None:

@@ -294,7 +294,8 @@ class StateUpdater:
         now = self._clock()
         applied_types: dict[str, int] = {}
         redelivered = duplicates = 0
-        oldest: dict[int, int] = {}
+        oldest: dict[int, int] = {}  # per partition: the oldest Kafka timestamp applied
+        oldest_event: dict[int, int] = {}  # and the oldest event time
         moves: Counter[tuple[str, str]] = Counter()
         for result in folded:
             redelivered += result.redelivered
@@ -306,8 +307,16 @@ class StateUpdater:
                     _count_feedback(metrics, event)
                 if record.timestamp < oldest.get(record.partition, record.timestamp + 1):
                     oldest[record.partition] = record.timestamp
+                at = event.timestamp_ms
+                if at < oldest_event.get(record.partition, at + 1):
+                    oldest_event[record.partition] = at
+        scored = self._labelling is not None and self._labelling.scorer is not None
         for timestamp in oldest.values():  # one sample per partition per batch: its worst case
             metrics.state_lag.observe(max(0.0, now - timestamp / 1000))
+            if scored:  # the refreshed scores are written with the state, in the same call
+                metrics.score_lag.observe(max(0.0, now - timestamp / 1000))
+        for at in oldest_event.values():
+            metrics.event_time_lag.observe(max(0.0, now - at / 1000))
         for event_type, count in applied_types.items():
             metrics.applied.labels(event_type).inc(count)
         for (left, entered), count in moves.items():

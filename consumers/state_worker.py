@@ -39,7 +39,10 @@ async def run_state_consumer(
         start_http_server(settings.consumer.metrics_port, registry=registry)
     group = kafka.consumer_group
     async with worker_io(
-        settings, group=group, max_redis_connections=settings.redis.max_connections
+        settings,
+        group=group,
+        max_redis_connections=settings.redis.max_connections,
+        registry=registry,
     ) as io:
         store = journey_store(io.redis, settings.redis)
         dead_letters = DeadLetterSink(

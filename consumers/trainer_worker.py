@@ -29,7 +29,7 @@ async def run_trainer(
     if models.trainer_metrics_port:
         start_http_server(models.trainer_metrics_port, registry=registry)
     group = models.trainer_group
-    async with worker_io(settings, group=group, max_redis_connections=8) as io:
+    async with worker_io(settings, group=group, max_redis_connections=8, registry=registry) as io:
         dead_letters = DeadLetterSink(
             io.producer,
             samples_dead_letter_topic(settings),

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
 
 from consumers.runner import Backoff, BatchRunner, Handler
 from service.bus import ensure_parcours_topics, make_consumer, make_producer
 from service.errors import BusUnavailable, StoreUnavailable
-from service.metrics import RunnerMetrics
+from service.metrics import DependencyMetrics, RunnerMetrics
 from service.settings import Settings
 from service.store import RedisClient, learn_topology, redis_from_settings
 
@@ -27,7 +28,11 @@ class WorkerIO:
 
 @contextlib.asynccontextmanager
 async def worker_io(
-    settings: Settings, *, group: str, max_redis_connections: int
+    settings: Settings,
+    *,
+    group: str,
+    max_redis_connections: int,
+    registry: CollectorRegistry,
 ) -> AsyncIterator[WorkerIO]:
     """Connected clients for one worker, closed on exit; Kafka down at start: `BusUnavailable`."""
     kafka = settings.kafka
@@ -36,8 +41,11 @@ async def worker_io(
             await ensure_parcours_topics(settings)
     except (KafkaError, OSError) as exc:
         raise BusUnavailable(f"cannot reach Kafka at {kafka.bootstrap}: {exc!r}") from exc
-    redis = redis_from_settings(settings.redis, max_connections=max_redis_connections)
-    producer = make_producer(kafka)
+    metrics = DependencyMetrics(registry)  # every call to Redis, every record produced
+    redis = redis_from_settings(
+        settings.redis, max_connections=max_redis_connections, metrics=metrics
+    )
+    producer = make_producer(kafka, metrics)
     consumer = make_consumer(kafka, group_id=group)
     try:
         await learn_topology(redis)

@@ -9,7 +9,38 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_EVENT_TIME_BUCKETS = (*_LAG_BUCKETS, 4 * 3600, 86_400, 7 * 86_400)  # late and replayed events
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+_CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                 0.5, 1, 2.5)  # fmt: skip
+
+
+class DependencyMetrics:
+    """Every process: its calls to Redis and its produce requests to Kafka, timed, and their
+    errors (`service.instrumented`)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.redis_seconds = Histogram(
+            "parcours_redis_command_duration_seconds",
+            "Time from sending a Redis command (or a pipeline: PIPELINE, MULTI) to its reply.",
+            ["command"], buckets=_CALL_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.redis_errors = Counter(
+            "parcours_redis_command_errors_total",
+            "Redis commands that failed: connection, timeout or error reply, by exception.",
+            ["command", "error"], registry=registry,
+        )  # fmt: skip
+        self.produce_seconds = Histogram(
+            "parcours_kafka_produce_duration_seconds",
+            "Time from handing a record to the producer to the broker's acknowledgement.",
+            ["topic"], buckets=_CALL_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.produce_errors = Counter(
+            "parcours_kafka_produce_errors_total",
+            "Records the broker did not acknowledge, by topic and exception.",
+            ["topic", "error"], registry=registry,
+        )  # fmt: skip
 
 
 class RunnerMetrics:
@@ -73,6 +104,16 @@ class ConsumerMetrics(RunnerMetrics):
         self.state_lag = Histogram(
             "parcours_event_state_lag_seconds",
             "From the Kafka record timestamp to the journey state written in Redis.",
+            buckets=_LAG_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.event_time_lag = Histogram(
+            "parcours_event_time_to_state_seconds",
+            "From the event's own timestamp (event time) to its journey state written in Redis.",
+            buckets=_EVENT_TIME_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.score_lag = Histogram(
+            "parcours_event_score_lag_seconds",
+            "From the Kafka record timestamp to the customer's refreshed scores being readable.",
             buckets=_LAG_BUCKETS, registry=registry,
         )  # fmt: skip
         self.write_conflicts = Counter(

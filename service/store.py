@@ -32,7 +32,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from models.gauges import JourneyGauge
 from models.state import JourneyState, decode_state
 from service.errors import ConfigurationError, StoreUnavailable
+from service.instrumented import InstrumentedRedis, InstrumentedRedisCluster
 from service.keyspace import journey_shard, journey_tag
+from service.metrics import DependencyMetrics
 from service.resp import PackingConnection
 from service.settings import RedisSettings
 
@@ -440,9 +442,15 @@ class JourneyStore:
 
 
 def connect_redis(
-    url: str | None, *, socket_timeout_s: float, max_connections: int, cluster: bool = False
+    url: str | None,
+    *,
+    socket_timeout_s: float,
+    max_connections: int,
+    cluster: bool = False,
+    metrics: DependencyMetrics | None = None,
 ) -> RedisClient:
-    """A pooled client (a cluster client if `cluster`); every command times out, none hangs."""
+    """A pooled client (a cluster client if `cluster`); every command times out, none hangs.
+    With `metrics`, every command is timed and its errors counted."""
     if not url:
         raise ConfigurationError(
             "PARCOURS_REDIS_URL is not set (use `parcours dev` for an embedded redis-server)"
@@ -453,14 +461,22 @@ def connect_redis(
         "max_connections": max_connections,
     }
     if cluster:
+        if metrics is not None:
+            return InstrumentedRedisCluster.from_url(url, metrics=metrics, **options)
         return RedisCluster.from_url(url, **options)
     if url.startswith("redis://"):  # rediss:// and unix:// keep their connection classes
         options["connection_class"] = PackingConnection
-    return Redis(connection_pool=ConnectionPool.from_url(url, **options))
+    pool = ConnectionPool.from_url(url, **options)
+    if metrics is not None:
+        return InstrumentedRedis(connection_pool=pool, metrics=metrics)
+    return Redis(connection_pool=pool)
 
 
 def redis_from_settings(
-    settings: RedisSettings, *, max_connections: int | None = None
+    settings: RedisSettings,
+    *,
+    max_connections: int | None = None,
+    metrics: DependencyMetrics | None = None,
 ) -> RedisClient:
     """`connect_redis` with the settings' URL, timeout, pool size and mode."""
     return connect_redis(
@@ -468,6 +484,7 @@ def redis_from_settings(
         socket_timeout_s=settings.socket_timeout_s,
         max_connections=max_connections or settings.max_connections,
         cluster=settings.cluster,
+        metrics=metrics,
     )
 
 

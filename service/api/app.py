@@ -40,7 +40,7 @@ from service.deliveries import DeliveryStore
 from service.errors import BusUnavailable, StoreUnavailable
 from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
-from service.metrics import ApiMetrics, ModelMetrics
+from service.metrics import ApiMetrics, DependencyMetrics, ModelMetrics
 from service.settings import Settings, get_settings
 from service.store import journey_store, learn_topology, redis_from_settings
 from service.subscriptions import SubscriptionStore
@@ -59,13 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = api_registry()
     metrics = ApiMetrics(registry)
     model_metrics = ModelMetrics(registry)
+    dependency_metrics = DependencyMetrics(registry)
     journey_maps = {name: load_journey_map(name) for name in BUILTIN_MAPS}
     journey_maps[fold.map.name] = fold.map
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kafka, redis_settings = settings.kafka, settings.redis
-        redis = redis_from_settings(redis_settings)
+        redis = redis_from_settings(redis_settings, metrics=dependency_metrics)
         try:
             await learn_topology(redis)
         except StoreUnavailable as exc:  # readiness says so; the client retries on use
@@ -75,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if kafka.create_topics:
                 await ensure_parcours_topics(settings)
 
-        producer = ManagedProducer(lambda: make_producer(kafka), prepare=prepare)
+        producer = ManagedProducer(
+            lambda: make_producer(kafka, dependency_metrics), prepare=prepare
+        )
         await producer.start(wait_s=5.0)
         scorer = live_scorer(redis, redis_settings, settings.models, fold.map, model_metrics)
         await scorer.registry.refresh(force=True)

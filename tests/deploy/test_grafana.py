@@ -11,7 +11,7 @@ from typing import Any
 from tests.deploy.support import DEPLOY, load_yaml
 
 GRAFANA = DEPLOY / "grafana"
-ROWS = ["Ingestion", "Journeys", "Models", "Recommendations", "Webhooks"]
+ROWS = ["Ingestion", "Journeys", "Models", "Recommendations", "Webhooks", "Dependencies"]
 # Grafana unit ids used here (Grafana's valueFormats): a typo would show raw numbers.
 UNITS = {"eps", "ops", "reqps", "s", "short", "percentunit", "none", "bytes"}
 # histogram_quantile(q, sum by (le[, ...]) (rate(<name>_bucket...[...])))

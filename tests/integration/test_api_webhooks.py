@@ -99,7 +99,9 @@ async def test_create_defaults_to_every_trigger_no_filter_enabled(api: Api) -> N
 
 
 async def test_list_returns_every_subscription_oldest_first_without_secrets(api: Api) -> None:
-    ids = [(await _create(api, description=f"n{i}"))["id"] for i in range(3)]
+    created = [await _create(api, description=f"n{i}") for i in range(3)]
+    # created_at has millisecond resolution: creations within one millisecond go by id
+    ids = [w["id"] for w in sorted(created, key=lambda w: (w["created_at"], w["id"]))]
 
     response = await api.client.get("/v1/webhooks")
 

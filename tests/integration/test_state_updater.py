@@ -13,6 +13,8 @@ from models.events import Event, EventDecoder
 from models.fold import Fold, Position
 from models.state import JourneyState
 from service.errors import StoreUnavailable
+from service.learning import live_scorer
+from service.metrics import ModelMetrics
 from service.store import JourneyStore, Write
 from tests.integration.conftest import Worker
 from tests.support import (
@@ -209,3 +211,26 @@ async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -
 
     assert info.value.retriable
     await dead.aclose()
+
+
+async def test_lags_from_event_time_and_to_refreshed_scores_are_observed_per_partition(
+    worker: Worker,
+) -> None:
+    first = await _records(worker, keyed(journey_stream(customers=6, events=60, seed=3)))
+    await worker.updater().handle(first)  # no models: no scores to wait for
+    partitions = len({r.partition for r in first})
+    assert worker.sample("parcours_event_time_to_state_seconds_count") == partitions
+    # The stream's events happened on 2026-11-01, long before they were written.
+    age = worker.sample("parcours_event_time_to_state_seconds_sum") / partitions
+    assert age > 86_400
+    assert worker.sample("parcours_event_score_lag_seconds_count") == 0
+
+    scorer = live_scorer(
+        worker.redis, worker.settings.redis, worker.settings.models, worker.fold.map,
+        ModelMetrics(worker.metrics.registry),
+    )  # fmt: skip
+    later = await _records(worker, keyed(journey_stream(customers=6, events=60, seed=4)))
+    await worker.labelled_updater(scorer=scorer).handle(later)
+    scored = worker.sample("parcours_event_score_lag_seconds_count")
+    assert scored == len({r.partition for r in later})
+    assert worker.sample("parcours_event_score_lag_seconds_sum") < 600  # just produced
