@@ -227,7 +227,9 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         await produce(bootstrap, topic, args.partitions, messages)
         print(f"produced in {time.monotonic() - started:.1f}s")
-        raw, ours, bare = [], [], []
+        raw: list[float] = []
+        ours: list[float] = []
+        bare: list[float] = []
         for run in range(args.runs):
             raw.append(await raw_run(bootstrap, topic, args.partitions, args.events))
             for rates, models in ((ours, True), (bare, False)):

@@ -141,27 +141,33 @@ class Run:
 
 @dataclass(frozen=True)
 class Memory:
-    """Redis memory a run left behind: all of it, the catalog's share, and per key."""
+    """Redis memory a run left behind: all of it, the catalog's and the analytics' shares,
+    the journey gauges', and per key."""
 
     customers: int
     used: int
     catalog: int
+    analytics: int
+    gauges: int
     journey: float
     book: float
     books: int
 
     @property
     def per_customer(self) -> float:
-        """The growth of used_memory less the catalog (sized by products, not customers)."""
-        return (self.used - self.catalog) / self.customers
+        """The growth of used_memory less the catalog (sized by products, not customers) and
+        the analytics (sized by time buckets and touchpoints)."""
+        return (self.used - self.catalog - self.analytics) / self.customers
 
     def describe(self, events: int) -> str:
         return (
             f"{self.per_customer:,.0f} bytes per customer at {events / self.customers:.1f} "
             f"events each (used_memory +{self.used / 2**20:,.1f} MiB, of which the catalog "
-            f"{self.catalog / 2**20:,.1f} MiB, for {self.customers:,} customers); per key: "
+            f"{self.catalog / 2**20:,.1f} MiB and the analytics "
+            f"{self.analytics / 2**20:,.1f} MiB, for {self.customers:,} customers); per key: "
             f"journey {self.journey:,.0f} bytes, label book {self.book:,.0f} bytes "
-            f"({self.books:,} customers have one)"
+            f"({self.books:,} customers have one); journey gauges "
+            f"{self.gauges / self.customers:,.0f} bytes per customer"
         )
 
 
@@ -180,10 +186,14 @@ async def measure_memory(redis: Redis, prefix: str, used_before: int, customers:
     journeys = [k async for k in redis.scan_iter(match=f"{prefix}:{{j*}}:journey:*", count=1000)]
     books = [k async for k in redis.scan_iter(match=f"{prefix}:{{j*}}:labels:*", count=1000)]
     catalog = [k async for k in redis.scan_iter(match=f"{prefix}:{{catalog}}:*", count=1000)]
+    analytics = [k async for k in redis.scan_iter(match=f"{prefix}:{{analytics}}:*", count=1000)]
+    gauges = [k async for k in redis.scan_iter(match=f"{prefix}:{{j*}}:g:*", count=1000)]
     return Memory(
         customers,
         used,
         int(sum(await _usage(redis, catalog))),
+        int(sum(await _usage(redis, analytics))),
+        int(sum(await _usage(redis, gauges))),
         statistics.mean(await _usage(redis, journeys, sample=1000) or [0]),
         statistics.mean(await _usage(redis, books, sample=1000) or [0]),
         len(books),

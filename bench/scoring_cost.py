@@ -19,7 +19,7 @@ from models.events import Event
 from models.features import BASE_FEATURES, feature_vector, features
 from models.fold import Fold
 from models.journeymap import load_journey_map
-from models.labels import ABANDONMENT, NEXT_STAGE, Sample
+from models.labels import ABANDONMENT, NEXT_STAGE, Kind, Label, Sample
 from models.predictions import Point, Predictor
 from models.state import JourneyState
 from models.training import TrainingState, new_training_state
@@ -34,6 +34,8 @@ def trained(samples: int = 2000) -> TrainingState:
     for i in range(samples):
         x = [rng.random() for _ in BASE_FEATURES]
         stage = rng.choice(STAGES)
+        kind: Kind
+        label: Label
         kind, label = (ABANDONMENT, x[0] > 0.5) if i % 2 else (NEXT_STAGE, rng.choice(STAGES))
         state.learn(Sample(f"s{i}", kind, "c", "retail", i, i, stage, x, label))
     return state

@@ -18,7 +18,7 @@ from models.errors import InvalidEvent
 from models.events import EventDecoder
 from models.features import BASE_FEATURES
 from models.fold import Fold, Position
-from models.labels import ABANDONMENT, NEXT_STAGE, Sample
+from models.labels import ABANDONMENT, NEXT_STAGE, Kind, Label, Sample
 from models.state import JourneyState, decode_state
 from models.trending import Trending
 from service.api.schemas import JourneyPublic
@@ -297,6 +297,8 @@ def synthetic_samples(count: int, seed: int = 7) -> list[Sample]:
     for i in range(count):
         x = [rng.random() for _ in BASE_FEATURES]
         stage = rng.choice(STAGES)
+        kind: Kind
+        label: Label
         if i % 2:
             kind, label = ABANDONMENT, x[0] > 0.5
         else:
