@@ -134,3 +134,20 @@ class StageChannelsPublic(BaseModel):
 class ChannelsPublic(BaseModel):
     window: WindowPublic
     stages: list[StageChannelsPublic]
+
+
+class LiveStagePublic(BaseModel):
+    stage: str
+    customers: int = Field(description="live journeys whose current stage this is")
+
+
+class LivePublic(BaseModel):
+    """The journey gauges now, over every live journey (the same numbers as on /metrics)."""
+
+    journey_map: str
+    stages: list[LiveStagePublic] = Field(description="in the map's order")
+    open_carts: int = Field(description="live journeys whose cart holds items")
+    cart_value: float = Field(description="their carts' value, in the shop's currency unit")
+    value_at_risk: float = Field(
+        description="each open cart's value times its last scored abandonment risk, summed"
+    )

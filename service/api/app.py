@@ -29,6 +29,7 @@ from service.api.routes import (
     events,
     journeys,
     meta,
+    page,
     predictions,
     recommendations,
     webhooks,
@@ -151,9 +152,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     routers = (
         events, journeys, predictions, recommendations, webhooks, deliveries, analytics, meta,
+        page,
     )  # fmt: skip
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.mount("/static", page.static_files, name="static")
     app.add_exception_handler(InvalidEvent, _invalid_event)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _unavailable)

@@ -17,6 +17,7 @@ from service.api.analytics_schemas import (
     ChannelsPublic,
     FrictionPublic,
     FunnelPublic,
+    LivePublic,
     TransitionsPublic,
     WindowPublic,
 )
@@ -132,6 +133,22 @@ async def get_channels(asked: Asked, ctx: Context) -> ChannelsPublic:
             ],
         }
     )  # fmt: skip
+
+
+@router.get("/live", summary="Customers in each stage now, open carts and cart value at risk")
+async def get_live(ctx: Context) -> LivePublic:
+    """Read from the journey gauges as they stand, not from a time range: the active map only."""
+    stages = ctx.journey_map.stages
+    found = await ctx.store.gauges(stages)
+    return LivePublic.model_validate(
+        {
+            "journey_map": ctx.journey_map.name,
+            "stages": [{"stage": s, "customers": found.customers[s]} for s in stages],
+            "open_carts": found.open_carts,
+            "cart_value": found.cart_value,
+            "value_at_risk": found.value_at_risk,
+        }
+    )
 
 
 async def _read(
