@@ -127,7 +127,7 @@ function drawFlow(transitions) {
   const bandLayer = svg("g", { class: "bands" }, root);
   const nodeLayer = svg("g", { class: "nodes" }, root);
   for (const n of nodes) {
-    const g = svg("g", { class: `node ${n === "new" || n === "exit" ? n : "stage"}`, "data-node": n, "data-in": inflow[n], "data-out": outflow[n] }, nodeLayer);
+    const g = svg("g", { class: `node ${n === "new" || n === "exit" ? n : "step"}`, "data-node": n, "data-in": inflow[n], "data-out": outflow[n] }, nodeLayer);
     svg("rect", { x: x[n], y: top, width: nodeWidth, height: Math.max(2, size(n) * scale) }, g);
     const label = svg("text", { x: x[n] + nodeWidth / 2, y: top - 18, "text-anchor": "middle" }, g);
     label.textContent = n;
