@@ -70,8 +70,8 @@ function drawStages(funnel, live) {
   const most = Math.max(1, ...Object.values(now));
   const columns = funnel.stages.map((s) => {
     const exitRate = s.departures ? s.exits / s.departures : null;
-    const count = now[s.stage] ?? 0;
-    const gauge = el("div", { class: "gauge" }, el("div", { style: `width:${(100 * count) / most}%` }));
+    const count = live ? now[s.stage] ?? 0 : null; // unknown, not zero, if the gauges failed
+    const gauge = el("div", { class: "gauge" }, el("div", { style: `width:${(100 * (count || 0)) / most}%` }));
     const figures = el(
       "dl", {},
       el("dt", {}, "entered"), el("dd", { class: "entered" }, s.entered),
@@ -86,12 +86,12 @@ function drawStages(funnel, live) {
     return el(
       "div",
       {
-        class: "stage", "data-stage": s.stage, "data-now": count, "data-entered": s.entered,
+        class: "stage", "data-stage": s.stage, "data-now": count ?? "", "data-entered": s.entered,
         "data-customers": s.customers, "data-moved-on": s.moved_on, "data-exits": s.exits,
         "data-departures": s.departures,
       },
       el("h3", {}, s.stage),
-      el("div", { class: "now", title: "customers in this stage now" }, count),
+      el("div", { class: "now", title: "customers in this stage now" }, count ?? "–"),
       el("span", { class: "muted" }, "customers now"),
       gauge,
       figures,
