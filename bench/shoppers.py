@@ -59,17 +59,18 @@ def customer_id(customer: int) -> str:
 
 
 def events(
-    customers: int, *, seed: int = 1, end: datetime | None = None
+    customers: int, *, seed: int = 1, end: datetime | None = None, span: timedelta = SPAN
 ) -> list[tuple[bytes, bytes]]:
-    """(key, JSON) pairs for `customers` shoppers, ordered by event time, ending at `end`."""
+    """(key, JSON) pairs for `customers` shoppers over `span`, ordered by event time, ending
+    at `end`."""
     rng = random.Random(seed)
     catalog = Catalog()
-    start = (end or datetime.now(UTC)) - SPAN
+    start = (end or datetime.now(UTC)) - span
     timed: list[tuple[datetime, str, dict[str, object]]] = []
     for n in range(1, customers + 1):
         customer = customer_id(n)
         for session in range(1 + min(int(rng.expovariate(2.5)), 3)):
-            at = start + SPAN * rng.random() * 0.95
+            at = start + span * rng.random() * 0.95
             for when, kind, props in _session(catalog, rng, at):
                 timed.append((when, customer, {"type": kind, "session": session, **props}))
     timed.sort(key=lambda row: row[0])
