@@ -377,32 +377,39 @@ local function flat(tbl)
   end
   return out
 end
-local function summed(kind, each)
-  local totals = {}
+local function summed(kind)
+  local sums = {}
   for j = 1, n do
     local kv = redis.call('HGETALL', base .. kind .. ':' .. map .. ':' .. g .. ':' ..
       ARGV[5 + j] .. ':' .. seg)
     for k = 1, #kv, 2 do
-      local v = tonumber(kv[k + 1])
-      totals[kv[k]] = (totals[kv[k]] or 0) + v
-      if each then each(j, kv[k], v) end
+      sums[kv[k]] = (sums[kv[k]] or 0) + tonumber(kv[k + 1])
     end
   end
-  return totals
+  return sums
 end
-local series = {}
-for j = 1, n do series[j] = {} end
-local totals = summed('c', function(j, field, v)
-  for _, prefix in ipairs(prefixes) do
-    if string.sub(field, 1, #prefix) == prefix then
-      local row = series[j]
-      row[#row + 1] = field
-      row[#row + 1] = v
-      return
+local series, totals = {}, {}
+local n_prefixes, sub = #prefixes, string.sub
+local widths = {}
+for i = 1, n_prefixes do widths[i] = #prefixes[i] end
+for j = 1, n do  -- 'c' counters: summed, and those with a wanted prefix kept per bucket
+  local row = {}
+  series[j] = row
+  local kv = redis.call('HGETALL', base .. 'c:' .. map .. ':' .. g .. ':' .. ARGV[5 + j] ..
+    ':' .. seg)
+  for k = 1, #kv, 2 do
+    local field, v = kv[k], tonumber(kv[k + 1])
+    totals[field] = (totals[field] or 0) + v
+    for i = 1, n_prefixes do
+      if sub(field, 1, widths[i]) == prefixes[i] then
+        row[#row + 1] = field
+        row[#row + 1] = v
+        break
+      end
     end
   end
-end)
-local touches = with_touches and summed('t', nil) or {}
+end
+local touches = with_touches and summed('t') or {}
 local per_bucket, over_range = {}, {}
 for k = 1, n_stages do
   local stage, keys = ARGV[s0 + k], {}
