@@ -247,7 +247,7 @@ def split_value(raw: bytes | str | None) -> tuple[int, bytes | None]:
 class JourneyStore:
     """Loads and saves journey states; Redis failures surface as `StoreUnavailable`."""
 
-    def __init__(self, redis: RedisClient, *, prefix: str, ttl_ms: int, shards: int = 1) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, ttl_ms: int, shards: int) -> None:
         self.redis = redis
         self._redis = redis
         self._prefix = prefix

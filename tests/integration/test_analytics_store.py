@@ -74,7 +74,11 @@ async def test_batch_redelivered_after_crash_before_journey_write_counts_once(
         async def save_many(self, writes: Sequence[Write]) -> list[int]:
             raise StoreUnavailable("the process died here")
 
-    crashing = Crashing(worker.redis, prefix=worker.settings.redis.key_prefix, ttl_ms=60_000)
+    redis_settings = worker.settings.redis
+    crashing = Crashing(
+        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
+        shards=redis_settings.journey_shards,
+    )  # fmt: skip
     with pytest.raises(StoreUnavailable):
         await worker.updater(store=crashing, analytics=worker.analytics()).handle(records)
     counted = worker.sample("parcours_analytics_facts_total")
@@ -116,11 +120,16 @@ async def test_zombie_writer_and_new_owner_count_each_event_once(worker: Worker)
                 await owner.handle(records)
             return await super().save_many(writes)
 
-    racing = Racing(worker.redis, prefix=worker.settings.redis.key_prefix, ttl_ms=60_000)
+    redis_settings = worker.settings.redis
+    racing = Racing(
+        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
+        shards=redis_settings.journey_shards,
+    )  # fmt: skip
 
     await worker.updater(store=racing, analytics=worker.analytics()).handle(seen_by_zombie)
 
     assert worker.sample("parcours_analytics_facts_total") == _applied(worker, records)
+    assert worker.sample("parcours_store_write_conflicts_total") > 0, "the writers raced"
     expected = recompute_as_configured(worker.settings, worker.fold, records)
     store = analytics_store(worker.redis, worker.settings)
     await assert_store_matches(store, worker.fold.map, expected)

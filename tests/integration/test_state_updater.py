@@ -204,7 +204,7 @@ async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -
     from service.store import JourneyStore, connect_redis
 
     dead = connect_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.5, max_connections=2)
-    store = JourneyStore(dead, prefix="x", ttl_ms=86_400_000)
+    store = JourneyStore(dead, prefix="x", ttl_ms=86_400_000, shards=1)
 
     with pytest.raises(StoreUnavailable) as info:
         await worker.updater(store=store).handle(records)
