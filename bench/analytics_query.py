@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -28,10 +27,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from bench.consumer_throughput import produce, timed_until_committed
-from bench.environment import isolated_env
+from bench.environment import isolated_env, local_services
 from bench.recommend_load import processes, wait_until_serving
 from bench.shoppers import events
-from service.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from service.embedded import free_port
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 MONTH = timedelta(days=30)
@@ -105,14 +104,8 @@ async def measure(base: str, requests: int, runs: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    kafka = None if os.environ.get("PARCOURS_KAFKA_BOOTSTRAP") else EmbeddedKafka()
-    redis = None if os.environ.get("PARCOURS_REDIS_URL") else EmbeddedRedis()
-    for server in (kafka, redis):
-        if server:
-            server.start()
-    try:
-        bootstrap = kafka.bootstrap if kafka else os.environ["PARCOURS_KAFKA_BOOTSTRAP"]
-        redis_url = redis.url if redis else os.environ["PARCOURS_REDIS_URL"]
+    with local_services() as services:
+        bootstrap, redis_url = services.bootstrap, services.redis_url
         port = free_port()
         env = isolated_env(bootstrap, redis_url, f"funnel-{uuid.uuid4().hex[:8]}") | {
             "PARCOURS_MODELS_ENABLED": "false",
@@ -127,10 +120,6 @@ async def main(args: argparse.Namespace) -> None:
             base = f"http://127.0.0.1:{port}"
             await wait_until_serving(f"{base}/healthz")
             await measure(base, args.requests, args.runs)
-    finally:
-        for server in (kafka, redis):
-            if server:
-                server.close()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import signal
 import statistics
@@ -29,8 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.environment import isolated_env
-from service.embedded import EmbeddedKafka, EmbeddedRedis
+from bench.environment import isolated_env, local_services
 
 TYPES = ["product_view"] * 12 + ["page_view"] * 4 + ["add_to_cart"] * 2 + ["search", "purchase"]
 
@@ -212,14 +210,8 @@ async def parcours_run(
 
 
 async def main(args: argparse.Namespace) -> None:
-    kafka = None if os.environ.get("PARCOURS_KAFKA_BOOTSTRAP") else EmbeddedKafka()
-    redis = None if os.environ.get("PARCOURS_REDIS_URL") else EmbeddedRedis()
-    for server in (kafka, redis):
-        if server:
-            server.start()
-    try:
-        bootstrap = kafka.bootstrap if kafka else os.environ["PARCOURS_KAFKA_BOOTSTRAP"]
-        redis_url = redis.url if redis else os.environ["PARCOURS_REDIS_URL"]
+    with local_services() as services:
+        bootstrap, redis_url = services.bootstrap, services.redis_url
         topic = f"bench-events-{uuid.uuid4().hex[:8]}"
         messages = events(args.events, args.customers)
         size = statistics.mean(len(v) for _, v in messages[:10_000])
@@ -255,10 +247,6 @@ async def main(args: argparse.Namespace) -> None:
                 f"median: {name} {median:,.0f} events/s, "
                 f"ratio to raw aiokafka ({reference:,.0f}/s) {median / reference:.3f}"
             )
-    finally:
-        for server in (kafka, redis):
-            if server:
-                server.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from service.embedded import EmbeddedKafka, EmbeddedRedis
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where a benchmark's broker and Redis are, and the pids of those it started itself."""
+
+    bootstrap: str
+    redis_url: str
+    pids: list[int]
+
+
+@contextlib.contextmanager
+def local_services() -> Iterator[Services]:
+    """`PARCOURS_KAFKA_BOOTSTRAP` / `PARCOURS_REDIS_URL` when set; otherwise an embedded broker
+    and redis-server, started here and stopped on exit."""
+    kafka = None if os.environ.get("PARCOURS_KAFKA_BOOTSTRAP") else EmbeddedKafka()
+    redis = None if os.environ.get("PARCOURS_REDIS_URL") else EmbeddedRedis()
+    started = [server for server in (kafka, redis) if server is not None]
+    try:
+        for server in started:
+            server.start()
+        yield Services(
+            kafka.bootstrap if kafka else os.environ["PARCOURS_KAFKA_BOOTSTRAP"],
+            redis.url if redis else os.environ["PARCOURS_REDIS_URL"],
+            [server.pid for server in started if server.pid],
+        )
+    finally:
+        for server in started:
+            server.close()
 
 
 def isolated_env(

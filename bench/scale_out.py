@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from bench.consumer_throughput import consume_env, events, produce, timed_until_committed
-from service.embedded import EmbeddedKafka, EmbeddedRedis
+from bench.environment import local_services
 
 PARTITIONS = 8
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -345,18 +345,12 @@ async def heavy(setup: Setup, args: argparse.Namespace) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    kafka = None if os.environ.get("PARCOURS_KAFKA_BOOTSTRAP") else EmbeddedKafka()
-    redis = None if os.environ.get("PARCOURS_REDIS_URL") else EmbeddedRedis()
-    for server in (kafka, redis):
-        if server:
-            server.start()
-    try:
-        redis_url = redis.url if redis else os.environ["PARCOURS_REDIS_URL"]
+    with local_services() as services:
         setup = Setup(
-            bootstrap=kafka.bootstrap if kafka else os.environ["PARCOURS_KAFKA_BOOTSTRAP"],
-            redis_url=redis_url,
-            redis=Redis.from_url(redis_url),
-            servers=[s.pid for s in (kafka, redis) if s and s.pid],
+            bootstrap=services.bootstrap,
+            redis_url=services.redis_url,
+            redis=Redis.from_url(services.redis_url),
+            servers=services.pids,
             models=args.models,
             logs=Path(tempfile.mkdtemp(prefix="parcours-scale-out-")),
         )
@@ -366,10 +360,6 @@ async def main(args: argparse.Namespace) -> None:
                 await heavy(setup, args)
         finally:
             await setup.redis.aclose()
-    finally:
-        for server in (kafka, redis):
-            if server:
-                server.close()
 
 
 if __name__ == "__main__":
