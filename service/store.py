@@ -259,8 +259,12 @@ class JourneyStore:
         self._advance = redis.register_script(_ADVANCE)
         self._read_gauges = redis.register_script(GAUGES_READ)
 
+    def _tag_base(self, shard: int) -> str:
+        """`<prefix>:{j<shard>}:`, which every key of that journey tag starts with."""
+        return f"{self._prefix}:{journey_tag(shard)}:"
+
     def _base(self, customer_id: str) -> str:
-        return f"{self._prefix}:{journey_tag(journey_shard(customer_id, self._shards))}:"
+        return self._tag_base(journey_shard(customer_id, self._shards))
 
     def key(self, customer_id: str) -> str:
         return f"{self._base(customer_id)}journey:{customer_id}"
@@ -273,7 +277,7 @@ class JourneyStore:
         return self._due_key(journey_shard(customer_id, self._shards), partition)
 
     def _due_key(self, shard: int, partition: int) -> str:
-        return f"{self._prefix}:{journey_tag(shard)}:due:{partition}"
+        return f"{self._tag_base(shard)}due:{partition}"
 
     @property
     def watermarks_key(self) -> str:
@@ -325,11 +329,12 @@ class JourneyStore:
     async def _save_group(self, writes: Sequence[Write]) -> list[int]:
         if any(w.labels is not None or w.state is None for w in writes):
             return await self._save_labelled(writes)
-        keys = [self.key(w.customer_id) for w in writes]
+        bases = [self._base(w.customer_id) for w in writes]
+        keys = [f"{base}journey:{w.customer_id}" for base, w in zip(bases, writes, strict=True)]
         args: list[bytes | int | str] = [self._ttl_ms]
         for w in writes:
             args += [w.expected_rev, w.state or b""]
-        self._gauge_args(writes, args)
+        self._gauge_args(writes, bases, args)
         try:
             conflicts = await self._save(keys=keys, args=args)
         except REDIS_ERRORS as exc:
@@ -337,32 +342,35 @@ class JourneyStore:
         return [int(i) for i in conflicts]
 
     async def _save_labelled(self, writes: Sequence[Write]) -> list[int]:
+        bases = [self._base(w.customer_id) for w in writes]
         keys: list[str] = []
         args: list[bytes | int | str] = [self._ttl_ms]
-        for w in writes:
+        for base, w in zip(bases, writes, strict=True):
             labels = w.labels
             partition = labels.partition if labels is not None else 0
-            keys += [self.key(w.customer_id), self.labels_key(w.customer_id)]
-            keys.append(self.due_key(w.customer_id, partition))
+            c = w.customer_id
+            keys += [f"{base}journey:{c}", f"{base}labels:{c}", f"{base}due:{partition}"]
             book: bytes | str = "-"
             due: int | str = "-"
             if labels is not None:
                 book = labels.book or ""
                 due = "" if labels.due is None else labels.due
             args += [w.expected_rev, w.state or b"", book, due, w.customer_id]
-        self._gauge_args(writes, args)
+        self._gauge_args(writes, bases, args)
         try:
             conflicts = await self._save_with_labels(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"saving journeys: {exc}") from exc
         return [int(i) for i in conflicts]
 
-    def _gauge_args(self, writes: Sequence[Write], args: list[bytes | int | str]) -> None:
-        for i, w in enumerate(writes):
+    @staticmethod
+    def _gauge_args(
+        writes: Sequence[Write], bases: Sequence[str], args: list[bytes | int | str]
+    ) -> None:
+        for i, (base, w) in enumerate(zip(bases, writes, strict=True)):
             if (g := w.gauge) is not None:
-                base = self._base(w.customer_id) + "g:"
-                args += [i, w.customer_id, base, g.stage, g.left_stage or "", g.cart_cents]
-                args.append(g.at_risk_cents)
+                args += [i, w.customer_id, f"{base}g:", g.stage, g.left_stage or ""]
+                args += [g.cart_cents, g.at_risk_cents]
 
     async def gauges(self, stages: Sequence[str]) -> JourneyGauges:
         """Customers per stage and open carts over every tag, dropping what expired first."""
@@ -383,7 +391,7 @@ class JourneyStore:
     async def _read_gauge_tags(self, stages: Sequence[str]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard in range(self._shards):
-                base = f"{self._prefix}:{journey_tag(shard)}:g:"
+                base = f"{self._tag_base(shard)}g:"
                 pipe.evalsha(self._read_gauges.sha, 1, base + "totals", base, *stages)
             return list(await pipe.execute())
 
