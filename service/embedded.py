@@ -44,7 +44,26 @@ def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     return arrange
 
 
-class EmbeddedServer:
+class _Started:
+    """`with` starts it and closes it (stopping what runs and removing what it left)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class EmbeddedServer(_Started):
     """A child process serving TCP on a fixed loopback port; restartable on the same port."""
 
     name = "server"
@@ -116,15 +135,6 @@ class EmbeddedServer:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class EmbeddedKafka(EmbeddedServer):
@@ -207,7 +217,7 @@ def _cluster_port() -> int:
         return port
 
 
-class EmbeddedRedisCluster:
+class EmbeddedRedisCluster(_Started):
     """A Redis Cluster of `primaries` nodes on loopback (no replicas), the slots split evenly.
 
     Formed with CLUSTER ADDSLOTS and MEET, as `redis-cli --cluster create` does, so it needs
@@ -260,15 +270,6 @@ class EmbeddedRedisCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def redis_server_binary() -> str:

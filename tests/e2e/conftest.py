@@ -53,6 +53,20 @@ class Role:
         self._file.close()
 
 
+EMBEDDED = {"PARCOURS_KAFKA_BOOTSTRAP": "", "PARCOURS_REDIS_URL": ""}
+"""`parcours dev` embeds both the broker and Redis (whatever the test session points at)."""
+
+
+def start_dev(
+    roles: list[Role], log_dir: Path, port: int, env: dict[str, str], timeout_s: float = 120
+) -> Role:
+    """`parcours dev --replay sample` serving on `port`, returned once the replay is done."""
+    dev = Role(["dev", "--replay", "sample", "--port", str(port)], env, log_dir / "dev.log")
+    roles.append(dev)
+    dev.wait_for_output("Try: curl", timeout_s=timeout_s)
+    return dev
+
+
 @pytest.fixture
 def roles(tmp_path: Path) -> Iterator[list[Role]]:
     """Started roles are killed at the end of the test whatever happens."""

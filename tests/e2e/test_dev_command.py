@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from service.embedded import free_port
-from tests.e2e.conftest import Role
+from tests.e2e.conftest import EMBEDDED, Role, start_dev
 from tests.support import sample_journeys
 
 pytestmark = pytest.mark.slow
@@ -32,10 +32,7 @@ def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
     roles: list[Role], tmp_path: Path, promtool: str
 ) -> None:
     port = free_port()
-    embedded = {"PARCOURS_KAFKA_BOOTSTRAP": "", "PARCOURS_REDIS_URL": ""}
-    dev = Role(["dev", "--replay", "sample", "--port", str(port)], embedded, tmp_path / "dev.log")
-    roles.append(dev)
-    dev.wait_for_output("Try: curl", timeout_s=120)
+    dev = start_dev(roles, tmp_path, port, EMBEDDED)
     output = dev.output()
     assert re.search(r"Replayed 4170 events for \d+ customers", output)
     customer = re.search(r"/v1/customers/([^/]+)/journey", output.split("Try: curl")[1]).group(1)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from service.embedded import free_port
-from tests.e2e.conftest import Role
+from tests.e2e.conftest import EMBEDDED, Role, start_dev
 from tests.support import sample_journeys
 
 pytestmark = pytest.mark.slow
@@ -147,10 +147,7 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
     roles: list[Role], tmp_path: Path
 ) -> None:
     port = free_port()
-    embedded = {"PARCOURS_KAFKA_BOOTSTRAP": "", "PARCOURS_REDIS_URL": ""}
-    dev = Role(["dev", "--replay", "sample", "--port", str(port)], embedded, tmp_path / "dev.log")
-    roles.append(dev)
-    dev.wait_for_output("Try: curl", timeout_s=120)
+    dev = start_dev(roles, tmp_path, port, EMBEDDED)
     replayed = re.search(r"Replayed \d+ events for (\d+) customers", dev.output())
     assert replayed, dev.output()
     expected = sample_journeys()

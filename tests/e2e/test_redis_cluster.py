@@ -20,7 +20,7 @@ from models.state import decode_state
 from service.embedded import free_port
 from service.settings import RedisSettings
 from service.store import journey_store, learn_topology, redis_from_settings
-from tests.e2e.conftest import Role
+from tests.e2e.conftest import Role, start_dev
 from tests.receiver import Receiver
 from tests.support import sample_journeys, wait_until
 
@@ -40,9 +40,7 @@ async def test_dev_on_a_redis_cluster_folds_learns_recommends_and_delivers(
         "PARCOURS_MODELS_SNAPSHOT_EVERY_S": "1",
         "PARCOURS_WEBHOOKS_SUBSCRIPTIONS_REFRESH_S": "0.2",
     }
-    dev = Role(["dev", "--replay", "sample", "--port", str(port)], env, tmp_path / "dev.log")
-    roles.append(dev)
-    await asyncio.to_thread(dev.wait_for_output, "Try: curl", 180)
+    dev = await asyncio.to_thread(start_dev, roles, tmp_path, port, env, 180)
     receiver = Receiver()
     hook_url = await receiver.start()
 
