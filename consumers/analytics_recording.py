@@ -10,7 +10,6 @@ fence makes the repeat a no-op.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 from models.analytics import Before, Fact, Recorder
@@ -18,12 +17,9 @@ from models.events import Event
 from models.journeymap import JourneyMap
 from models.state import JourneyState
 from service.analytics import AnalyticsStore, CustomerFacts, analytics_store
-from service.errors import StoreUnavailable
 from service.metrics import ConsumerMetrics
 from service.settings import Settings
 from service.store import RedisClient
-
-logger = logging.getLogger(__name__)
 
 
 class AnalyticsRecording:
@@ -80,15 +76,9 @@ class AnalyticsRecording:
 
     async def idle(self) -> None:
         """Between polls: resolve what the last batches left due beyond one call's share.
-
-        Best effort: if Redis fails, the backlog waits for the next poll or batch.
-        """
-        if not self._backlog:
-            return
-        try:
+        A Redis failure raises `StoreUnavailable`; the runner backs off and polls again."""
+        if self._backlog:
             await self.record(())
-        except StoreUnavailable as exc:
-            logger.warning("analytics: deciding due exits between polls failed: %s", exc)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Leave the backlog of partitions this process no longer owns to their new owner."""
