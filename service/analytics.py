@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from models.analytics import Bucket, Fact, Leaving
+from models.analytics import DAY_MS, HOUR_MS, Bucket, Fact, Leaving
 from service.analytics_scripts import READ, RECORD
 from service.errors import StoreUnavailable
 from service.keyspace import ANALYTICS_TAG
@@ -128,15 +128,20 @@ class AnalyticsStore:
         *,
         stages: Sequence[str] = (),
         touches: bool = False,
+        fields: Sequence[str] = (),
         series: Sequence[str] = (),
     ) -> Reading:
-        """Counters summed over the buckets starting at `starts`, in one script call.
+        """Counters summed over the buckets starting at `starts` (consecutive), in one call.
 
-        `stages`: also count their distinct customers (per bucket and over the range);
-        `touches`: also sum the touchpoint counts; `series`: field prefixes kept per bucket.
+        Totals and distinct customers over the range are read from day buckets where the
+        range holds whole days (a thirtieth of the keys for a month by hour). `stages`: also
+        count their distinct customers (per bucket and over the range); `touches`: also sum
+        the touchpoint counts; `fields`, `series`: fields, and field prefixes, kept per bucket.
         """
+        cover = covering(bucket, starts)
         args: list[str | int] = [self.base, journey_map, GRANULARITY[bucket], segment]
-        args += [len(starts), *starts, len(stages), *stages, int(touches), len(series), *series]
+        args += [len(starts), *starts, len(cover), *cover, len(stages), *stages, int(touches)]
+        args += [len(fields), *fields, len(series), *series]
         try:
             reply = await self._read(keys=[self._keys[1]], args=args)
         except REDIS_ERRORS as exc:
@@ -158,6 +163,28 @@ class AnalyticsStore:
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading analytics: {exc}") from exc
         return {int(p): int(t) for p, t in raw.items()}
+
+
+def covering(bucket: Bucket, starts: Sequence[int]) -> list[str]:
+    """The buckets (`h:<start>`, `d:<start>`) holding exactly the consecutive `starts`:
+    every whole UTC day of an hourly range as its day.
+
+    >>> covering("hour", [DAY_MS - HOUR_MS, *range(DAY_MS, 2 * DAY_MS + HOUR_MS, HOUR_MS)])
+    ['h:82800000', 'd:86400000', 'h:172800000']
+    """
+    if bucket == "day":
+        return [f"d:{start}" for start in starts]
+    cover: list[str] = []
+    j, n = 0, len(starts)
+    while j < n:
+        start = starts[j]
+        if start % DAY_MS == 0 and j + 24 <= n and starts[j + 23] == start + DAY_MS - HOUR_MS:
+            cover.append(f"d:{start}")
+            j += 24
+        else:
+            cover.append(f"h:{start}")
+            j += 1
+    return cover
 
 
 def _runs(facts: Sequence[Fact]) -> list[list[Fact]]:

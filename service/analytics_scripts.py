@@ -355,20 +355,32 @@ return {applied, exits, carts, n_dropped, backlog}
 
 READ: Final = """
 -- KEYS: clock
--- ARGV: base, map, granularity (h|d), segment, #buckets, bucket starts..., #stages,
---   stages... (distinct customers entering them), touches wanted (0|1), #prefixes,
---   prefixes... (fields returned per bucket)
--- returns: summed counters, per bucket the fields with a wanted prefix, summed touches,
---   per bucket each stage's distinct customers, each stage's over the range, the clocks
+-- ARGV: base, map, granularity (h|d), segment, #buckets, bucket starts..., #cover,
+--   '<h|d>:<start>'... (buckets that together hold exactly the range: whole days as days),
+--   #stages, stages... (distinct customers entering them), touches wanted (0|1),
+--   #fields, fields... and #prefixes, prefixes... (what is returned per bucket)
+-- returns: summed counters, per bucket the wanted fields, summed touches, per bucket each
+--   stage's distinct customers, each stage's over the range, the clocks
 local base, map, g, seg = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local n = tonumber(ARGV[5])
-local s0 = 6 + n
-local n_stages = tonumber(ARGV[s0])
-local with_touches = ARGV[s0 + n_stages + 1] == '1'
-local p0 = s0 + n_stages + 2
-local prefixes = {}
-for j = 1, tonumber(ARGV[p0]) do prefixes[j] = ARGV[p0 + j] end
+local at = 5
+local function list()
+  local n, out = tonumber(ARGV[at]), {}
+  for j = 1, n do out[j] = ARGV[at + j] end
+  at = at + n + 1
+  return out
+end
+local starts, cover, stages = list(), list(), list()
+local with_touches = ARGV[at] == '1'
+at = at + 1
+local fields, prefixes = list(), list()
+local n = #starts
 
+local function key(kind, gran, start)
+  return base .. kind .. ':' .. map .. ':' .. gran .. ':' .. start .. ':' .. seg
+end
+local function cover_key(kind, id)
+  return base .. kind .. ':' .. map .. ':' .. id .. ':' .. seg
+end
 local function flat(tbl)
   local out = {}
   for k, v in pairs(tbl) do
@@ -377,48 +389,57 @@ local function flat(tbl)
   end
   return out
 end
-local function summed(kind)
-  local sums = {}
-  for j = 1, n do
-    local kv = redis.call('HGETALL', base .. kind .. ':' .. map .. ':' .. g .. ':' ..
-      ARGV[5 + j] .. ':' .. seg)
-    for k = 1, #kv, 2 do
-      sums[kv[k]] = (sums[kv[k]] or 0) + tonumber(kv[k + 1])
-    end
-  end
-  return sums
+local function add_pairs(sums, kv)
+  for k = 1, #kv, 2 do sums[kv[k]] = (sums[kv[k]] or 0) + tonumber(kv[k + 1]) end
 end
-local series, totals = {}, {}
-local n_prefixes, sub = #prefixes, string.sub
+
+local totals = {}
+for _, id in ipairs(cover) do add_pairs(totals, redis.call('HGETALL', cover_key('c', id))) end
+
+local series, sub = {}, string.sub
 local widths = {}
-for i = 1, n_prefixes do widths[i] = #prefixes[i] end
-for j = 1, n do  -- 'c' counters: summed, and those with a wanted prefix kept per bucket
+for i, prefix in ipairs(prefixes) do widths[i] = #prefix end
+for j = 1, n do
   local row = {}
   series[j] = row
-  local kv = redis.call('HGETALL', base .. 'c:' .. map .. ':' .. g .. ':' .. ARGV[5 + j] ..
-    ':' .. seg)
-  for k = 1, #kv, 2 do
-    local field, v = kv[k], tonumber(kv[k + 1])
-    totals[field] = (totals[field] or 0) + v
-    for i = 1, n_prefixes do
-      if sub(field, 1, widths[i]) == prefixes[i] then
-        row[#row + 1] = field
-        row[#row + 1] = v
-        break
+  local c = key('c', g, starts[j])
+  if #fields > 0 then
+    for i, v in ipairs(redis.call('HMGET', c, unpack(fields))) do
+      if v then
+        row[#row + 1] = fields[i]
+        row[#row + 1] = tonumber(v)
+      end
+    end
+  end
+  if #prefixes > 0 then
+    local kv = redis.call('HGETALL', c)
+    for k = 1, #kv, 2 do
+      local field = kv[k]
+      for i, prefix in ipairs(prefixes) do
+        if sub(field, 1, widths[i]) == prefix then
+          row[#row + 1] = field
+          row[#row + 1] = tonumber(kv[k + 1])
+          break
+        end
       end
     end
   end
 end
-local touches = with_touches and summed('t') or {}
+
+local touches = {}
+if with_touches then  -- per bucket: a day pools rare targets sooner than its hours do
+  for j = 1, n do add_pairs(touches, redis.call('HGETALL', key('t', g, starts[j]))) end
+end
+
 local per_bucket, over_range = {}, {}
-for k = 1, n_stages do
-  local stage, keys = ARGV[s0 + k], {}
+for j = 1, n do per_bucket[j] = {} end
+for k, stage in ipairs(stages) do
   for j = 1, n do
-    keys[j] = base .. 'u:' .. map .. ':' .. g .. ':' .. ARGV[5 + j] .. ':' .. seg .. ':' .. stage
-    per_bucket[j] = per_bucket[j] or {}
-    per_bucket[j][k] = redis.call('PFCOUNT', keys[j])
+    per_bucket[j][k] = redis.call('PFCOUNT', key('u', g, starts[j]) .. ':' .. stage)
   end
-  over_range[k] = n > 0 and redis.call('PFCOUNT', unpack(keys)) or 0
+  local keys = {}
+  for i, id in ipairs(cover) do keys[i] = cover_key('u', id) .. ':' .. stage end
+  over_range[k] = #keys > 0 and redis.call('PFCOUNT', unpack(keys)) or 0
 end
 return {flat(totals), series, flat(touches), per_bucket, over_range, redis.call('HGETALL', KEYS[1])}
 """

@@ -144,6 +144,27 @@ async def test_replay_api_answers_equal_recomputation(worker: Worker, case: str)
             await _check_transitions(await _get(api, "transitions", **asked), total, stages)
             _check_friction(await _get(api, "friction", **asked, min_count="1"), expected, total)
             _check_channels(await _get(api, "channels", **asked), total, stages)
+        await _check_whole_days_read_as_days(api, starts)
+
+
+async def _check_whole_days_read_as_days(api: Api, starts: list[int]) -> None:
+    """The same range widened to whole UTC days: its totals come from the day buckets, and
+    must equal the hours' (the added hours are empty), sketches included."""
+    day = BUCKETS["day"]
+    first, end = starts[0] - starts[0] % day, starts[-1] - starts[-1] % day + day
+    widened = {
+        "from": datetime.fromtimestamp(first / 1000, UTC).isoformat(),
+        "to": datetime.fromtimestamp(end / 1000, UTC).isoformat(),
+    }
+    tight = {
+        "from": datetime.fromtimestamp(starts[0] / 1000, UTC).isoformat(),
+        "to": datetime.fromtimestamp((starts[-1] + BUCKETS["hour"]) / 1000, UTC).isoformat(),
+    }
+    hours = await _get(api, "funnel", **tight, bucket="hour")
+    days = await _get(api, "funnel", **widened, bucket="hour")
+    assert len(days["buckets"]) == (end - first) // BUCKETS["hour"] > len(hours["buckets"])
+    assert days["stages"] == hours["stages"]
+    assert any(row["customers"] for row in days["stages"])
 
 
 async def _check_funnel(

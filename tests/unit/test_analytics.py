@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import models.analytics
 import models.analytics_report
+import service.analytics
 from models.analytics import (
     Before,
     Fact,
@@ -316,3 +317,4 @@ def test_recorder_refuses_nonsense_settings(retail_map: JourneyMap) -> None:
 def test_analytics_doctests_pass() -> None:
     assert doctest.testmod(models.analytics).failed == 0
     assert doctest.testmod(models.analytics_report).failed == 0
+    assert doctest.testmod(service.analytics).failed == 0

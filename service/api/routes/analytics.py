@@ -31,7 +31,7 @@ Asked = Annotated[Window, Depends(window)]
 @router.get("/funnel", summary="Entries, conversion and time to move on, per stage")
 async def get_funnel(asked: Asked, ctx: Context) -> FunnelPublic:
     stages = asked.journey_map.stages
-    reading = await _read(ctx, asked, stages=stages, series=("e|",))
+    reading = await _read(ctx, asked, stages=stages, fields=tuple(f"e|{s}" for s in stages))
     funnel = report.funnel(asked.journey_map, reading.totals, reading.customers_over_range)
     return FunnelPublic.model_validate(
         {
@@ -157,11 +157,12 @@ async def _read(
     *,
     stages: tuple[str, ...] = (),
     touches: bool = False,
+    fields: tuple[str, ...] = (),
     series: tuple[str, ...] = (),
 ) -> Reading:
     return await ctx.analytics.read(
         asked.journey_map.name, asked.bucket, asked.segment, asked.starts,
-        stages=stages, touches=touches, series=series,
+        stages=stages, touches=touches, fields=fields, series=series,
     )  # fmt: skip
 
 
