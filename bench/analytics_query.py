@@ -7,7 +7,9 @@ then starts `parcours api` and asks, one request at a time:
 - the funnel for the whole month by hour (`GET /v1/analytics/funnel?bucket=hour`, 720
   buckets),
 - the funnel for its last day by hour (24 buckets),
-- `GET /healthz`, the reference: what any request costs this client, server and machine.
+- `GET /healthz`, the reference: what any request costs this client, server and machine;
+- and, without the API, the month's read script alone (`AnalyticsStore.read` as the funnel
+  route calls it), to tell Redis time from the API's.
 
 Reports p50 and p99 per kind for each run, and the medians over runs.
 
@@ -30,11 +32,15 @@ from bench.consumer_throughput import produce, timed_until_committed
 from bench.environment import isolated_env, local_services
 from bench.recommend_load import processes, wait_until_serving
 from bench.shoppers import events
+from models.journeymap import load_journey_map
+from service.analytics import AnalyticsStore
 from service.embedded import free_port
+from service.store import connect_redis
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 MONTH = timedelta(days=30)
 PARTITIONS = 12
+SCRIPT = "month's read script alone (no API)"
 
 
 def _iso(at: datetime) -> str:
@@ -76,7 +82,31 @@ def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
 
 
-async def measure(base: str, requests: int, runs: int) -> None:
+async def script_latencies(redis_url: str, prefix: str, n: int) -> list[float]:
+    """Seconds per funnel read of the month straight from Redis, after 20 unmeasured ones."""
+    redis = connect_redis(redis_url, socket_timeout_s=10, max_connections=2)
+    hour = 3_600_000
+    first = int((END - MONTH).timestamp() * 1000)
+    starts = list(range(first, int(END.timestamp() * 1000), hour))
+    stages = load_journey_map("retail").stages
+    store = AnalyticsStore(
+        redis, prefix=prefix, hour_retention_ms=90 * 86_400_000,
+        day_retention_ms=400 * 86_400_000, lateness_ms=0, abandon_after_ms=hour,
+    )  # fmt: skip
+    found: list[float] = []
+    try:
+        for i in range(n + 20):
+            started = time.perf_counter()
+            await store.read("retail", "hour", "all", starts, stages=stages,
+                             fields=[f"e|{s}" for s in stages])  # fmt: skip
+            if i >= 20:
+                found.append(time.perf_counter() - started)
+    finally:
+        await redis.aclose()
+    return found
+
+
+async def measure(base: str, requests: int, runs: int, redis_url: str, prefix: str) -> None:
     month = {"bucket": "hour", "from": _iso(END - MONTH), "to": _iso(END)}
     day = {"bucket": "hour", "from": _iso(END - timedelta(days=1)), "to": _iso(END)}
     kinds = {
@@ -95,6 +125,10 @@ async def measure(base: str, requests: int, runs: int) -> None:
                 results[name].append((_p(found, 50), _p(found, 99)))
                 print(f"run {run + 1}: {name}: p50 {results[name][-1][0]:.1f} ms, "
                       f"p99 {results[name][-1][1]:.1f} ms", flush=True)  # fmt: skip
+            found = await script_latencies(redis_url, prefix, requests)
+            results.setdefault(SCRIPT, []).append((_p(found, 50), _p(found, 99)))
+            print(f"run {run + 1}: {SCRIPT}: p50 {results[SCRIPT][-1][0]:.1f} ms, "
+                  f"p99 {results[SCRIPT][-1][1]:.1f} ms", flush=True)  # fmt: skip
     reference = statistics.median(p99 for _, p99 in results["healthz (reference)"])
     for name, rows in results.items():
         p50 = statistics.median(r[0] for r in rows)
@@ -119,7 +153,8 @@ async def main(args: argparse.Namespace) -> None:
         async with processes([*cli, "api"], env=env):
             base = f"http://127.0.0.1:{port}"
             await wait_until_serving(f"{base}/healthz")
-            await measure(base, args.requests, args.runs)
+            prefix = env["PARCOURS_REDIS_KEY_PREFIX"]
+            await measure(base, args.requests, args.runs, redis_url, prefix)
 
 
 if __name__ == "__main__":

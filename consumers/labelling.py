@@ -21,7 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from consumers.triggering import Triggering
 from models.labels import LabelBook, Labeler, Sample, decode_book, encode_book, encode_samples
-from models.predictions import Point
+from models.predictions import Point, remember
 from models.state import JourneyState, decode_state, encode_state
 from models.triggers import Trigger
 from service.bus import partitions_of, send_to_partitions
@@ -140,11 +140,13 @@ class Labelling:
         return resolution.samples
 
     def attach_scores(self, points: Sequence[Point]) -> None:
-        """Set each journey's `predictions` to its scores at its newest applied event."""
+        """Set each journey's `predictions` to its scores at its newest applied event, and add
+        them to its score history when they changed."""
         if self.scorer is None or not points:
             return
         for point, scores in zip(points, self.scorer.score_many(points), strict=True):
             point.state.predictions = scores
+            remember(point.state, scores)
 
     def finish(self, book: LabelBook, partition: int) -> LabelWrite:
         """How the book is to be written beside its journey."""

@@ -10,14 +10,16 @@ A `Fact` is one applied event's share, all on event time:
   histogram bin (`d|<stage>|<bin>`), and the customer's last touchpoints (friction's
   "progress" side); not for the move a first event makes at once out of the first stage,
   which is an arrival, not time spent or progress;
+- for a move back to an earlier stage (a "loop"), the customer's last touchpoints;
 - a return after an exit (`m|exit|<stage>`, see below);
 - the deadlines at which the customer exits (`exit_due`: the newest event time plus the
   horizon) and the open cart is abandoned (`cart_due`: the last cart change plus
   `abandon_after`), and, when a later event or the watermark may pass them, the `Leaving`
   record those outcomes are counted from.
 
-An exit is "not seen again within the horizon": it is counted once, from the customer's stage
-and last touchpoints at their last event, when an event of theirs arrives after the deadline
+An exit is "not seen again within the horizon": it is counted once, from the customer's stage,
+the time they had spent in it (`w|<stage>|<bin>`, the dwell before exit) and their last
+touchpoints at their last event, when an event of theirs arrives after the deadline
 or the partition's watermark passes it. An abandoned cart is one that still holds items when
 its deadline passes; it was abandoned "at checkout" if a `checkout_started` is among the kept
 touchpoints since the cart opened, else "earlier". Each fact is counted under the segments
@@ -194,6 +196,8 @@ class Leaving:
     segments: tuple[str, ...]
     touches: tuple[str, ...]
     cart: CartLeaving | None
+    dwell_bin: int = 0
+    """The time spent in `stage` until the last event, as a `duration_bin`."""
 
 
 @dataclass(slots=True)
@@ -210,6 +214,8 @@ class Fact:
     exit_due: int
     cart_due: int | None
     leaving: Leaving | None = field(default=None)
+    looped: tuple[str, ...] = ()
+    """The last touchpoints before a move back to an earlier stage."""
 
     def may_resolve_at(self, at: int) -> bool:
         """Whether an event at `at` could find this fact's deadlines passed."""
@@ -242,6 +248,7 @@ class Recorder:
         first_channel = state.first_channel or UNKNOWN
         entered: list[str] = []
         progress: tuple[str, ...] = ()
+        looped: tuple[str, ...] = ()
         for left, stage, spent in self._moves(before, state, t):
             entered.append(stage)
             counts += [f"m|{left}|{stage}", f"e|{stage}", f"c|{stage}|{event.channel}"]
@@ -251,13 +258,15 @@ class Recorder:
             if before is not None and moves_on(self.map, left, stage):
                 counts.append(f"d|{left}|{duration_bin(max(spent, 0))}")
                 progress = last_touches(state, self.touchpoints)
+            elif before is not None:
+                looped = last_touches(state, self.touchpoints)
         cart_due = None
         if state.cart.items:
             changed = state.cart.updated_at
             cart_due = (changed if changed is not None else t) + self.abandon_after_ms
         return Fact(
             partition, offset, t, segments_of(state), counts, entered, progress,
-            state.last_event_at + self.horizon_ms, cart_due,
+            state.last_event_at + self.horizon_ms, cart_due, looped=looped,
         )  # fmt: skip
 
     def _moves(
@@ -294,4 +303,5 @@ class Recorder:
             segments_of(state),
             last_touches(state, self.touchpoints),
             cart,
+            duration_bin(max(state.last_event_at - state.stage_entered_at, 0)),
         )

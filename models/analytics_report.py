@@ -41,6 +41,7 @@ class StageFunnel:
     moved_back: int
     exits: int
     durations: Durations
+    before_exit: Durations
 
     @property
     def conversion(self) -> float | None:
@@ -124,11 +125,6 @@ def funnel(
         out = {to: n for (left, to), n in flows.items() if left == stage}
         on = sum(n for to, n in out.items() if moves_on(journey_map, stage, to))
         exits = out.get(EXIT, 0)
-        histogram = {
-            int(name.rsplit("|", 1)[1]): n
-            for name, n in totals.items()
-            if name.startswith(f"d|{stage}|")
-        }
         result.append(
             StageFunnel(
                 stage=stage,
@@ -140,12 +136,19 @@ def funnel(
                 to_next=out.get(stages[i + 1], 0) if i + 1 < len(stages) else 0,
                 moved_back=sum(out.values()) - on - exits,
                 exits=exits,
-                durations=Durations(
-                    sum(histogram.values()), quantile(histogram, 0.5), quantile(histogram, 0.9)
-                ),
+                durations=_durations(totals, f"d|{stage}|"),
+                before_exit=_durations(totals, f"w|{stage}|"),
             )
         )
     return result
+
+
+def _durations(totals: Counters, prefix: str) -> Durations:
+    """The histogram of the fields `<prefix><bin>`, as a count and quantiles."""
+    histogram = {
+        int(name[len(prefix) :]): n for name, n in totals.items() if name.startswith(prefix)
+    }
+    return Durations(sum(histogram.values()), quantile(histogram, 0.5), quantile(histogram, 0.9))
 
 
 def lifts(

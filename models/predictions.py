@@ -14,8 +14,13 @@ from typing import Any, NamedTuple
 from models.features import feature_vector, from_vector
 from models.learners import OnlineModel
 from models.linear import LinearScorer, compile_pipeline
-from models.state import JourneyState
+from models.state import JourneyState, ScorePoint
 from models.training import TrainingState
+
+SCORE_HISTORY = 12
+"""Score points a journey keeps for its timeline (each ~60 bytes of its stored form)."""
+RISK_STEP = 0.05
+"""A risk change this large (or a cart opening or closing) is worth a new score point."""
 
 
 class Point(NamedTuple):
@@ -102,3 +107,29 @@ def explain(
     if point.state.cart.items:
         drivers["abandonment"] = training.abandonment.explain(x, stage=stage, top=top)
     return drivers
+
+
+def remember(state: JourneyState, scores: dict[str, Any], *, keep: int = SCORE_HISTORY) -> None:
+    """Add `scores` to the journey's score history if they say something new.
+
+    New means: the most likely next stage changed, the customer's stage changed, the risk
+    moved by `RISK_STEP` or more, or a cart opened or closed. Ties in the next stage go to
+    the stage named first. Only the newest `keep` points are kept.
+    """
+    probabilities = scores["next_stage"]["probabilities"]
+    likely = max(sorted(probabilities), key=probabilities.__getitem__)
+    abandonment = scores.get("abandonment")
+    risk = None if abandonment is None else float(abandonment["risk"])
+    now = ScorePoint(int(scores["at"]), state.stage, likely, float(probabilities[likely]), risk)
+    history = state.score_history
+    if history:
+        last = history[-1]
+        if now.at < last.at:
+            return  # an older view than the newest kept: the timeline only moves forward
+        same_risk = (last.risk is None) == (risk is None) and (
+            risk is None or abs(risk - (last.risk or 0.0)) < RISK_STEP
+        )
+        if same_risk and (last.stage, last.next_stage) == (now.stage, now.next_stage):
+            return
+    history.append(now)
+    del history[:-keep]

@@ -31,6 +31,17 @@ class Touchpoint(NamedTuple):
     page: str | None = None
 
 
+class ScorePoint(NamedTuple):
+    """The models' view of a journey at one of its events: the most likely next stage (and
+    its probability) and, while a cart is open, the abandonment risk."""
+
+    at: int
+    stage: str
+    next_stage: str
+    probability: float
+    risk: float | None
+
+
 class StageVisit(NamedTuple):
     stage: str
     entered_at: int
@@ -84,9 +95,11 @@ class JourneyState:
     `seen` (fixed-width event-id digests, concatenated) and `offsets` (last applied offset per
     partition) make applying an event idempotent; they are bookkeeping, not public journey.
     `predictions` holds the model scores attached when the state was last written (the fold
-    never reads them; see `models.predictions`). `alerts` remembers which triggers were sent
-    (`models.trigger_rules`: once per cart, frequency caps); bookkeeping too. `first_channel`
-    is the channel of the customer's first event (None in journeys written before it was kept).
+    never reads them; see `models.predictions`), `score_history` the recent ones that differed
+    from the one before (`models.predictions.remember`). `alerts` remembers which triggers were
+    sent (`models.trigger_rules`: once per cart, frequency caps); bookkeeping too.
+    `first_channel` is the channel of the customer's first event (None in journeys written
+    before it was kept).
     """
 
     customer_id: str
@@ -111,6 +124,7 @@ class JourneyState:
     predictions: dict[str, Any] | None = None
     alerts: dict[str, int] = field(default_factory=dict)
     first_channel: str | None = None
+    score_history: list[ScorePoint] = field(default_factory=list)
     v: int = SCHEMA_VERSION
 
     def copy(self) -> JourneyState:
@@ -146,6 +160,7 @@ class JourneyState:
             predictions=self.predictions,
             alerts=self.alerts.copy(),
             first_channel=self.first_channel,
+            score_history=self.score_history.copy(),
         )
 
 
@@ -192,6 +207,7 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
         "predictions": state.predictions,
         "alerts": state.alerts,
         "first_channel": state.first_channel,
+        "score_history": state.score_history,
     }
 
 
@@ -225,4 +241,5 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         predictions=data.get("predictions"),
         alerts=data.get("alerts") or {},
         first_channel=data.get("first_channel"),
+        score_history=[ScorePoint(*row) for row in data.get("score_history") or ()],
     )

@@ -5,8 +5,8 @@ slot, so each script call touches one slot). Under it:
 
 - `c:<map>:<h|d>:<bucket start ms>:<segment>`: hash of counters (`models.analytics` fields);
 - `t:<map>:<h|d>:<bucket>:<segment>`: hash of touchpoint counts before an exit (`x|`), an
-  abandoned cart (`a|`) or moving on (`p|`), at most `max_touchpoints` targets per hash
-  (later ones pooled under `<type>|<channel>|*`);
+  abandoned cart (`a|`), moving on (`p|`) or moving back (`k|`), at most `max_touchpoints`
+  targets per hash (later ones pooled under `<type>|<channel>|*`);
 - `u:<map>:<h|d>:<bucket>:<segment>:<stage>`: HyperLogLog of the customers entering a stage;
 - `keys:<map>:<h|d>:<bucket>`: set of the bucket's keys, and `expiry`: sorted set of buckets
   by the event time at which their retention ends (the script then deletes them);
@@ -65,6 +65,7 @@ class Reading:
     touches: dict[str, int]
     customers: list[dict[str, int]]
     customers_over_range: dict[str, int]
+    touch_series: list[dict[str, int]]
 
 
 class AnalyticsStore:
@@ -127,33 +128,42 @@ class AnalyticsStore:
         starts: Sequence[int],
         *,
         stages: Sequence[str] = (),
+        bucket_customers: bool = False,
         touches: bool = False,
+        touch_series: bool = False,
         fields: Sequence[str] = (),
         series: Sequence[str] = (),
     ) -> Reading:
-        """Counters summed over the buckets starting at `starts` (consecutive), in one call.
+        """Counters summed over the buckets starting at `starts` (ascending), in one call.
 
         Totals and distinct customers over the range are read from day buckets where the
         range holds whole days (a thirtieth of the keys for a month by hour). `stages`: also
-        count their distinct customers (per bucket and over the range); `touches`: also sum
-        the touchpoint counts; `fields`, `series`: fields, and field prefixes, kept per bucket.
+        count their distinct customers over the range, and per bucket if `bucket_customers`
+        (a sketch read per bucket and stage: the costliest part of a long range); `touches`:
+        also sum the touchpoint counts, or `touch_series`: return them per bucket instead;
+        `fields`, `series`: fields, and field prefixes, kept per bucket.
         """
+        touch_mode = "r" if touch_series else str(int(touches))
         cover = covering(bucket, starts)
         args: list[str | int] = [self.base, journey_map, GRANULARITY[bucket], segment]
-        args += [len(starts), *starts, len(cover), *cover, len(stages), *stages, int(touches)]
+        args += [len(starts), *starts, len(cover), *cover, len(stages), *stages]
+        args += [int(bucket_customers), touch_mode]
         args += [len(fields), *fields, len(series), *series]
         try:
             reply = await self._read(keys=[self._keys[1]], args=args)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading analytics: {exc}") from exc
-        totals, per_bucket, summed_touches, customers, over_range, clocks = reply
+        totals, per_bucket, summed_touches, customers, over_range, clocks, touch_rows = reply
         return Reading(
             clocks={int(p): int(t) for p, t in _pairs(clocks).items()},
             totals=_pairs(totals),
             series=[_pairs(row) for row in per_bucket],
             touches=_pairs(summed_touches),
-            customers=[dict(zip(stages, map(int, row), strict=True)) for row in customers],
+            customers=[dict(zip(stages, map(int, row), strict=True)) for row in customers]
+            if bucket_customers
+            else [],
             customers_over_range=dict(zip(stages, map(int, over_range), strict=True)),
+            touch_series=[_pairs(row) for row in touch_rows],
         )
 
     async def clocks(self) -> dict[int, int]:
@@ -166,8 +176,8 @@ class AnalyticsStore:
 
 
 def covering(bucket: Bucket, starts: Sequence[int]) -> list[str]:
-    """The buckets (`h:<start>`, `d:<start>`) holding exactly the consecutive `starts`:
-    every whole UTC day of an hourly range as its day.
+    """The buckets (`h:<start>`, `d:<start>`) holding exactly the ascending `starts`: each
+    whole UTC day among hourly starts as its day.
 
     >>> covering("hour", [DAY_MS - HOUR_MS, *range(DAY_MS, 2 * DAY_MS + HOUR_MS, HOUR_MS)])
     ['h:82800000', 'd:86400000', 'h:172800000']
@@ -202,7 +212,7 @@ def _encode(fact: Fact) -> list[Any]:
     """A fact as the script reads it; no cart deadline is 0 (no deadline is that early)."""
     return [
         fact.offset, fact.at, fact.exit_due, fact.cart_due or 0, _leaving(fact.leaving),
-        " ".join(fact.segments), fact.counts, fact.entered, fact.progress,
+        " ".join(fact.segments), fact.counts, fact.entered, fact.progress, fact.looped,
     ]  # fmt: skip
 
 
@@ -218,6 +228,7 @@ def _leaving(leaving: Leaving | None) -> str:
             " ".join(leaving.segments),
             leaving.touches,
             None if cart is None else [cart.at, cart.where, cart.value_cents],
+            leaving.dwell_bin,
         ]
     ).decode()
 

@@ -20,7 +20,7 @@ RECORD: Final = """
 --   touchpoints kept per bucket, prune limit, abandon after ms, JSON [partitions to sweep],
 --   JSON [[partition, customer, [fact...]]...], each fact [offset, at, exit due,
 --   cart due or 0, leaving JSON or '', segments (space separated), [counts...],
---   [entered stages...], [progress touches...]] (one argument each: cheap to send)
+--   [entered stages...], [progress touches...], [loop touches...]] (one argument each)
 local FENCE, CLOCK, PENDING, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, map = ARGV[1], ARGV[2]
 local KEEP = {h = tonumber(ARGV[3]), d = tonumber(ARGV[4])}
@@ -109,7 +109,8 @@ local function mark(customer, p, part)
   p.part = part
 end
 
--- leaving: [map, at, stage, segments, touches, cart [at, where, cents] or null]
+-- leaving: [map, at, stage, segments, touches, cart [at, where, cents] or null,
+--   dwell bin (absent in records kept before it was)]
 local exits, carts = 0, 0
 local function leaving(p)
   if not p.decoded then p.decoded = cjson.decode(p.leaving) end
@@ -118,6 +119,7 @@ end
 local function exit_of(p)
   local l = leaving(p)
   add(counts, l[1], l[2], l[4], 'm|' .. l[3] .. '|exit', 1)
+  if l[7] then add(counts, l[1], l[2], l[4], 'w|' .. l[3] .. '|' .. num(l[7]), 1) end
   for _, k in ipairs(l[5]) do add(touches, l[1], l[2], l[4], 'x|' .. k, 1) end
   p.xd = nil
   exits = exits + 1
@@ -167,6 +169,7 @@ for _, group in ipairs(batch) do
       for _, field in ipairs(f[7]) do add(counts, map, at, segs, field, 1) end
       for _, stage in ipairs(f[8]) do visit(map, at, segs, stage, customer) end
       for _, key in ipairs(f[9]) do add(touches, map, at, segs, 'p|' .. key, 1) end
+      for _, key in ipairs(f[10] or {}) do add(touches, map, at, segs, 'k|' .. key, 1) end
       if highest[part] == nil or o > highest[part] then highest[part] = o end
       if newest[part] == nil or at > newest[part] then newest[part] = at end
       sweep[part] = true
@@ -357,10 +360,13 @@ READ: Final = """
 -- KEYS: clock
 -- ARGV: base, map, granularity (h|d), segment, #buckets, bucket starts..., #cover,
 --   '<h|d>:<start>'... (buckets that together hold exactly the range: whole days as days),
---   #stages, stages... (distinct customers entering them), touches wanted (0|1),
---   #fields, fields... and #prefixes, prefixes... (what is returned per bucket)
+--   #stages, stages... (distinct customers entering them over the range, and per bucket
+--   if the next argument is 1), touches wanted (0: none,
+--   1: summed, r: per bucket), #fields, fields... and #prefixes, prefixes... (what is
+--   returned per bucket)
 -- returns: summed counters, per bucket the wanted fields, summed touches, per bucket each
---   stage's distinct customers, each stage's over the range, the clocks
+--   stage's distinct customers, each stage's over the range, the clocks, per bucket the
+--   touches
 local base, map, g, seg = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local at = 5
 local function list()
@@ -370,7 +376,9 @@ local function list()
   return out
 end
 local starts, cover, stages = list(), list(), list()
-local with_touches = ARGV[at] == '1'
+local bucket_customers = ARGV[at] == '1'
+at = at + 1
+local with_touches, touch_rows = ARGV[at] == '1', ARGV[at] == 'r'
 at = at + 1
 local fields, prefixes = list(), list()
 local n = #starts
@@ -431,15 +439,23 @@ if with_touches then  -- per bucket: a day pools rare targets sooner than its ho
   for j = 1, n do add_pairs(touches, redis.call('HGETALL', key('t', g, starts[j]))) end
 end
 
+local rows = {}
+if touch_rows then
+  for j = 1, n do rows[j] = redis.call('HGETALL', key('t', g, starts[j])) end
+end
+
 local per_bucket, over_range = {}, {}
 for j = 1, n do per_bucket[j] = {} end
 for k, stage in ipairs(stages) do
-  for j = 1, n do
-    per_bucket[j][k] = redis.call('PFCOUNT', key('u', g, starts[j]) .. ':' .. stage)
+  if bucket_customers then
+    for j = 1, n do
+      per_bucket[j][k] = redis.call('PFCOUNT', key('u', g, starts[j]) .. ':' .. stage)
+    end
   end
   local keys = {}
   for i, id in ipairs(cover) do keys[i] = cover_key('u', id) .. ':' .. stage end
   over_range[k] = #keys > 0 and redis.call('PFCOUNT', unpack(keys)) or 0
 end
-return {flat(totals), series, flat(touches), per_bucket, over_range, redis.call('HGETALL', KEYS[1])}
+return {flat(totals), series, flat(touches), per_bucket, over_range,
+  redis.call('HGETALL', KEYS[1]), rows}
 """

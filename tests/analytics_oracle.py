@@ -31,7 +31,7 @@ from models.state import JourneyState
 from service.analytics import AnalyticsStore
 from service.settings import Settings
 
-KINDS = ("e|", "n|", "m|", "c|", "f|", "d|", "a|", "v|")
+KINDS = ("e|", "n|", "m|", "c|", "f|", "d|", "w|", "a|", "v|")
 """Every counter kind the store keeps."""
 
 Slot = tuple[str, int, str]
@@ -46,6 +46,9 @@ class Expected:
         default_factory=lambda: defaultdict(set)
     )
     durations: defaultdict[tuple[Slot, str], list[int]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    before_exit: defaultdict[tuple[Slot, str], list[int]] = field(
         default_factory=lambda: defaultdict(list)
     )
 
@@ -83,9 +86,12 @@ def recompute(
 
     def leave(state: JourneyState) -> None:
         segments = (ALL, *segments_of(state))
+        dwell = max(state.last_event_at - state.stage_entered_at, 0)
         found.add(state.last_event_at, segments, f"m|{state.stage}|{EXIT}")
-        for key in last_touches(state, touchpoints):
-            for slot in _slots(state.last_event_at, segments):
+        found.add(state.last_event_at, segments, f"w|{state.stage}|{duration_bin(dwell)}")
+        for slot in _slots(state.last_event_at, segments):
+            found.before_exit[(slot, state.stage)].append(dwell)
+            for key in last_touches(state, touchpoints):
                 found.touches[slot][f"x|{key}"] += 1
 
     def abandon(state: JourneyState) -> None:
@@ -144,6 +150,10 @@ def recompute(
                     found.durations[(slot, left)].append(max(spent, 0))
                     for key in last_touches(after, touchpoints):
                         found.touches[slot][f"p|{key}"] += 1
+            elif before is not None:  # back to an earlier stage: a loop
+                for slot in _slots(t, segments):
+                    for key in last_touches(after, touchpoints):
+                        found.touches[slot][f"k|{key}"] += 1
         if after.cart.items:
             assert after.cart.updated_at is not None
             due = after.cart.updated_at + abandon_after_ms
@@ -207,8 +217,8 @@ async def assert_store_matches(
             if scored and segment.startswith("risk:"):
                 continue
             reading = await store.read(
-                journey_map.name, size, segment, starts, stages=stages, touches=True,
-                series=KINDS,
+                journey_map.name, size, segment, starts, stages=stages, bucket_customers=True,
+                touches=True, series=KINDS,
             )  # type: ignore[arg-type]  # fmt: skip
             for start, got in zip(starts, reading.series, strict=True):
                 assert got == dict(expected.counts[(size, start, segment)]), (size, segment, start)

@@ -40,6 +40,69 @@ class Window:
         return BUCKETS[self.bucket]
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeWindow:
+    """What a change query judges: `recent` hours before `end` against `baseline` before them,
+    with exits only on the hours before `decided` (the newest hour whose exits are known)."""
+
+    journey_map: JourneyMap
+    segment: str
+    end: int
+    decided: int
+    recent: int
+    baseline: int
+
+
+async def change_window(
+    ctx: Context,
+    at: Annotated[
+        AwareDatetime | None,
+        Query(description="the recent hours end with the hour holding it (default: newest)"),
+    ] = None,
+    recent_hours: Annotated[int, Query(ge=1, le=48, description="hours judged")] = 6,
+    baseline_hours: Annotated[
+        int, Query(ge=1, description="hours before them the rates are compared with")
+    ] = 72,
+    segment: Annotated[str, Query(max_length=64, description="as for the funnel")] = "all",
+    journey_map: Annotated[
+        str | None, Query(max_length=64, description="default: the active journey map")
+    ] = None,
+) -> ChangeWindow:
+    """The request's hours, or a `RequestValidationError` naming every bad parameter."""
+    errors: list[dict[str, Any]] = []
+    found = _journey_map(ctx, journey_map, segment, errors)
+    clocks = await ctx.analytics.clocks()
+    size = BUCKETS["hour"]
+    end = bucket_start(_ms(at), size) + size if at is not None else _after_newest(clocks, size)
+    analytics = ctx.settings.analytics
+    wait_ms = int((analytics.allowed_lateness_s + analytics.horizon_s) * 1000)
+    newest_decided = min(clocks.values()) - wait_ms if clocks else end
+    decided = min(end, bucket_start(newest_decided, size))
+    kept = int(analytics.hour_retention_days * 86_400_000) // size
+    if recent_hours + baseline_hours > kept:
+        msg = f"recent_hours + baseline_hours must be at most {kept}, the hours kept"
+        errors.append(_error("baseline_hours", msg, "range_too_long"))
+    if errors:
+        raise RequestValidationError(errors)
+    assert found is not None
+    return ChangeWindow(found, segment, end, decided, recent_hours, baseline_hours)
+
+
+def _journey_map(
+    ctx: Context, name: str | None, segment: str, errors: list[dict[str, Any]]
+) -> JourneyMap | None:
+    """The map asked for, and errors for an unknown map or segment."""
+    found = ctx.journey_maps.get(name or ctx.journey_map.name)
+    if found is None:
+        known = ", ".join(sorted(ctx.journey_maps))
+        msg = f"unknown journey map; known: {known}"
+        errors.append(_error("journey_map", msg, "unknown_journey_map"))
+    if segment not in SEGMENTS:
+        msg = "unknown segment; use all, first_channel:<channel>, visitor:..., risk:..."
+        errors.append(_error("segment", msg, "unknown_segment"))
+    return found
+
+
 async def window(
     ctx: Context,
     from_: Annotated[
@@ -65,14 +128,7 @@ async def window(
 ) -> Window:
     """The request's window, or a `RequestValidationError` naming every bad parameter."""
     errors: list[dict[str, Any]] = []
-    found = ctx.journey_maps.get(journey_map or ctx.journey_map.name)
-    if found is None:
-        known = ", ".join(sorted(ctx.journey_maps))
-        msg = f"unknown journey map; known: {known}"
-        errors.append(_error("journey_map", msg, "unknown_journey_map"))
-    if segment not in SEGMENTS:
-        msg = "unknown segment; use all, first_channel:<channel>, visitor:..., risk:..."
-        errors.append(_error("segment", msg, "unknown_segment"))
+    found = _journey_map(ctx, journey_map, segment, errors)
     size = BUCKETS[bucket]
     end = _ms(to) if to is not None else _after_newest(await ctx.analytics.clocks(), size)
     start = _ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size

@@ -27,9 +27,9 @@ class WindowPublic(BaseModel):
 
 
 class DurationsPublic(BaseModel):
-    moves: int = Field(description="moves on to a later stage counted")
+    moves: int = Field(description="moves counted (moves on, or exits)")
     median_s: float | None = Field(
-        description="time in the stage before moving on; within 9.1% (or 1 s) of the exact"
+        description="time spent in the stage before them; within 9.1% (or 1 s) of the exact"
     )
     p90_s: float | None = Field(description="90th percentile, same precision")
 
@@ -50,12 +50,17 @@ class FunnelStagePublic(BaseModel):
     conversion: float | None = Field(description="moved_on / departures")
     to_next_rate: float | None = Field(description="to_next / departures")
     time_to_move_on: DurationsPublic
+    time_before_exit: DurationsPublic = Field(
+        description="time spent in the stage until the last event, by those who exited from it"
+    )
 
 
 class FunnelBucketPublic(BaseModel):
     start: datetime
     entered: dict[str, int] = Field(description="moves into each stage")
-    customers: dict[str, int] = Field(description="distinct customers entering, estimated")
+    customers: dict[str, int] | None = Field(
+        description="distinct customers entering, estimated; only with `bucket_customers=true`"
+    )
 
 
 class FunnelPublic(BaseModel):
@@ -151,3 +156,49 @@ class LivePublic(BaseModel):
     value_at_risk: float = Field(
         description="each open cart's value times its last scored abandonment risk, summed"
     )
+
+
+class ChangeSpanPublic(BaseModel):
+    """The hours one kind of rate was judged on."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    baseline_from: datetime = Field(description="start of the baseline hours")
+    recent_from: datetime = Field(description="start of the recent hours (end of the baseline)")
+    to: datetime = Field(description="end of the recent hours (exclusive)")
+
+
+class ChangeRulePublic(BaseModel):
+    min_count: int = Field(description="outcomes a touchpoint must precede, baseline and recent")
+    min_increase: float = Field(description="least rise of the rate over its baseline")
+    z: float = Field(description="least rise in standard errors of the baseline rate")
+
+
+class ChangePublic(BaseModel):
+    kind: Literal["exit", "loop"] = Field(
+        description="exit: customers left after it; loop: they moved back to an earlier stage"
+    )
+    type: str
+    channel: str
+    target: str = Field(description="product id, or page without its query")
+    started: datetime = Field(description="start of the first hour at the raised rate")
+    baseline_rate: float = Field(description="share of exits (or loops) after it, baseline")
+    rate: float = Field(description="the same share since `started`")
+    customers: int = Field(description="exits (or loops) after it since `started`")
+    seen: int = Field(description="exits (or loops) and moves on after it since `started`")
+    z: float = Field(description="the rise in standard errors of the baseline rate")
+
+
+class ChangesPublic(BaseModel):
+    """Touchpoints whose exit or loop rate jumped against their own baseline, largest first.
+
+    Exits are judged only on hours whose exits are all decided (the horizon has passed):
+    with a 24 h horizon, a jump in exits shows a day after it started; loops show at once.
+    """
+
+    journey_map: str
+    segment: str
+    exits: ChangeSpanPublic
+    loops: ChangeSpanPublic
+    rule: ChangeRulePublic
+    changes: list[ChangePublic]

@@ -71,6 +71,14 @@ class TouchpointPublic(BaseModel):
     page: str | None
 
 
+class ScorePointPublic(BaseModel):
+    at: datetime = Field(description="event time of the newest event scored")
+    stage: str = Field(description="the customer's stage then")
+    next_stage: str = Field(description="the most likely next stage then")
+    probability: float = Field(description="its probability")
+    risk: float | None = Field(description="abandonment risk then; null without an open cart")
+
+
 class RecentProductPublic(BaseModel):
     product_id: str
     at: datetime
@@ -113,6 +121,10 @@ class JourneyPublic(BaseModel):
     dwell_ms_total: int
     scores: ScoresPublic | None = Field(
         description="as of the newest event; GET .../predictions recomputes them for now"
+    )
+    score_history: list[ScorePointPublic] = Field(
+        description="the stored scores over time, oldest first: each point differs from the "
+        "one before in stage, most likely next stage, open cart, or risk by 0.05 or more"
     )
 
     @classmethod
@@ -169,6 +181,7 @@ class JourneyPublic(BaseModel):
                 },
                 "dwell_ms_total": s.dwell_ms_total,
                 "scores": _scores(s.predictions),
+                "score_history": [{**p._asdict(), "at": _time(p.at)} for p in s.score_history],
             }
         )
 

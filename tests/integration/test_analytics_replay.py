@@ -91,6 +91,10 @@ async def test_replay_counters_equal_recomputation_in_every_bucket_and_segment(
     assert counts["d|"], "the replay moves customers on"
     assert any(name.endswith(f"|{EXIT}") for c in expected.counts.values() for name in c)
     assert counts["a|"], "some carts are abandoned within the replay"
+    assert counts["w|"], "exits are counted with the time spent before them"
+    if case == "synthetic":  # the sample's shoppers never move back within ten minutes
+        looped = Counter(k[:2] for t in expected.touches.values() for k in t)
+        assert looped["k|"], "some customers move back to an earlier stage"
     await assert_store_matches(store, worker.fold.map, expected)
     applied = sum(s.events_applied for s in expected_states(worker.fold, records).values())
     assert worker.sample("parcours_analytics_facts_total") == applied
@@ -140,7 +144,8 @@ async def test_replay_api_answers_equal_recomputation(worker: Worker, case: str)
         for segment in segments:
             total = _summed(expected, segment, starts)
             asked = {**window, "segment": segment, "bucket": "hour"}
-            await _check_funnel(await _get(api, "funnel", **asked), expected, total, segment)
+            funnel = await _get(api, "funnel", **asked, bucket_customers="true")
+            await _check_funnel(funnel, expected, total, segment)
             await _check_transitions(await _get(api, "transitions", **asked), total, stages)
             _check_friction(await _get(api, "friction", **asked, min_count="1"), expected, total)
             _check_channels(await _get(api, "channels", **asked), total, stages)
@@ -164,6 +169,7 @@ async def _check_whole_days_read_as_days(api: Api, starts: list[int]) -> None:
     days = await _get(api, "funnel", **widened, bucket="hour")
     assert len(days["buckets"]) == (end - first) // BUCKETS["hour"] > len(hours["buckets"])
     assert days["stages"] == hours["stages"]
+    assert all(b["customers"] is None for b in days["buckets"])  # not asked for
     assert any(row["customers"] for row in days["stages"])
 
 
@@ -197,11 +203,18 @@ async def _check_funnel(
         assert row["time_to_move_on"]["moves"] == len(durations)
         assert_binned(row["time_to_move_on"]["median_s"], durations, 0.5)
         assert_binned(row["time_to_move_on"]["p90_s"], durations, 0.9)
+        dwells = [d for s in starts for d in expected.before_exit[(("hour", s, segment), stage)]]
+        assert row["time_before_exit"]["moves"] == len(dwells) == exits
+        assert_binned(row["time_before_exit"]["median_s"], dwells, 0.5)
+        assert_binned(row["time_before_exit"]["p90_s"], dwells, 0.9)
         union = set().union(*(expected.customers[(("hour", s, segment), stage)] for s in starts))
         assert_estimate(row["customers"], len(union))
     for bucket, start in zip(body["buckets"], starts, strict=True):
         counted = expected.counts[("hour", start, segment)]
         assert bucket["entered"] == {s: counted[f"e|{s}"] for s in stages}
+        for stage in stages:
+            exact = expected.customers[(("hour", start, segment), stage)]
+            assert_estimate(bucket["customers"][stage], len(exact))
 
 
 async def _check_transitions(body: dict[str, Any], total: Counter[str], stages: list[str]) -> None:

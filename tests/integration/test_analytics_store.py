@@ -286,7 +286,7 @@ async def test_outcomes_decided_later_count_in_the_bucket_of_their_last_event(
         "m|new|awareness": 1, "e|awareness": 1, "n|awareness": 1, "c|awareness|app": 1,
         "f|awareness|app": 1, "m|awareness|decision": 1, "e|decision": 1, "n|decision": 1,
         "c|decision|app": 1, "f|decision|app": 1,
-        "m|decision|exit": 1, "a|earlier": 1, "v|earlier": 2500,
+        "m|decision|exit": 1, "w|decision|0": 1, "a|earlier": 1, "v|earlier": 2500,
     }  # fmt: skip
     assert back == {"m|exit|decision": 1}
     assert worker.sample("parcours_analytics_resolved_total", outcome="abandoned_cart") == 1

@@ -90,7 +90,7 @@ async def test_analytics_default_window_ends_with_the_newest_event_time(api: Api
     )  # fmt: skip
     await store.record("retail", [CustomerFacts("c-1", [fact])])
 
-    funnel = (await _get(api, "funnel", segment="first_channel:app")).json()
+    funnel = (await _get(api, "funnel", segment="first_channel:app", bucket_customers="1")).json()
     b2b = (await _get(api, "funnel", journey_map="b2b", bucket="day")).json()
 
     window = funnel["window"]

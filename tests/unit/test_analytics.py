@@ -117,6 +117,9 @@ def test_fact_move_back_is_neither_progress_nor_a_first_entry(
     assert "n|comparison" in facts[2].counts
     assert facts[2].progress == ()
     assert not [c for c in facts[2].counts if c.startswith("d|")]
+    assert facts[2].looped == last_touches(_facts(fold, events[:3])[1], 3)
+    assert facts[2].looped[0] == "remove_from_cart|web|sku-1"
+    assert facts[3].looped == ()
     assert "m|comparison|decision" in facts[3].counts
     assert "n|decision" not in facts[3].counts
     assert "e|decision" in facts[3].counts
@@ -170,6 +173,7 @@ def test_leaving_cart_is_at_checkout_only_after_a_checkout_since_it_opened(
     assert at_checkout.cart.value_cents == 2000
     assert at_checkout.touches == ("checkout_started|web|", "add_to_cart|web|sku-1")
     assert (at_checkout.stage, at_checkout.at) == (later.stage, later.last_event_at)
+    assert at_checkout.dwell_bin == duration_bin(later.last_event_at - later.stage_entered_at)
 
 
 def test_segments_are_first_channel_visitor_and_risk(fold: Fold, make_event: MakeEvent) -> None:
@@ -243,6 +247,7 @@ def test_funnel_counts_departures_conversion_and_time_to_move_on(retail_map: Jou
         "m|consideration|decision": 3, "m|consideration|comparison": 2,
         "m|consideration|awareness": 1, "m|consideration|exit": 4,
         f"d|consideration|{duration_bin(60_000)}": 3, f"d|consideration|{duration_bin(600_000)}": 2,
+        f"w|consideration|{duration_bin(5_000)}": 3, f"w|consideration|{duration_bin(90_000)}": 1,
     }  # fmt: skip
 
     stages = {s.stage: s for s in funnel(retail_map, totals, {"consideration": 9})}
@@ -254,6 +259,9 @@ def test_funnel_counts_departures_conversion_and_time_to_move_on(retail_map: Jou
     assert row.durations.moves == 5
     assert row.durations.median_s == bin_seconds(duration_bin(60_000))
     assert row.durations.p90_s == bin_seconds(duration_bin(600_000))
+    assert row.before_exit.moves == row.exits == 4
+    assert row.before_exit.median_s == bin_seconds(duration_bin(5_000))
+    assert row.before_exit.p90_s == bin_seconds(duration_bin(90_000))
     assert stages["awareness"].conversion is None
 
 

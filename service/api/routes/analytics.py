@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from models import analytics_report as report
-from models.analytics import NEW
+from models.analytics import BUCKETS, NEW
+from models.analytics_changes import Change, Kind, Rule, changes
 from models.analytics_report import TouchLift
 from models.journeymap import EXIT
 from service.analytics import Reading
-from service.api.analytics_query import Window, window
+from service.api.analytics_query import ChangeWindow, Window, change_window, window
 from service.api.analytics_schemas import (
+    ChangesPublic,
     ChannelsPublic,
     FrictionPublic,
     FunnelPublic,
@@ -29,9 +33,27 @@ Asked = Annotated[Window, Depends(window)]
 
 
 @router.get("/funnel", summary="Entries, conversion and time to move on, per stage")
-async def get_funnel(asked: Asked, ctx: Context) -> FunnelPublic:
+async def get_funnel(
+    asked: Asked,
+    ctx: Context,
+    bucket_customers: Annotated[
+        bool,
+        Query(
+            description="also estimate each bucket's distinct customers per stage (a sketch "
+            "read per bucket and stage: costly over long ranges)"
+        ),
+    ] = False,
+) -> FunnelPublic:
     stages = asked.journey_map.stages
-    reading = await _read(ctx, asked, stages=stages, fields=tuple(f"e|{s}" for s in stages))
+    reading = await ctx.analytics.read(
+        asked.journey_map.name,
+        asked.bucket,
+        asked.segment,
+        asked.starts,
+        stages=stages,
+        bucket_customers=bucket_customers,
+        fields=[f"e|{s}" for s in stages],
+    )
     funnel = report.funnel(asked.journey_map, reading.totals, reading.customers_over_range)
     return FunnelPublic.model_validate(
         {
@@ -42,10 +64,8 @@ async def get_funnel(asked: Asked, ctx: Context) -> FunnelPublic:
                     "customers": s.customers, "departures": s.departures,
                     "moved_on": s.moved_on, "to_next": s.to_next, "moved_back": s.moved_back,
                     "exits": s.exits, "conversion": s.conversion, "to_next_rate": s.to_next_rate,
-                    "time_to_move_on": {
-                        "moves": s.durations.moves, "median_s": s.durations.median_s,
-                        "p90_s": s.durations.p90_s,
-                    },
+                    "time_to_move_on": _durations(s.durations),
+                    "time_before_exit": _durations(s.before_exit),
                 }
                 for s in funnel
             ],
@@ -56,7 +76,9 @@ async def get_funnel(asked: Asked, ctx: Context) -> FunnelPublic:
                     "customers": customers,
                 }
                 for start, fields, customers in zip(
-                    asked.starts, reading.series, reading.customers, strict=True
+                    asked.starts, reading.series,
+                    reading.customers if bucket_customers else itertools.repeat(None),
+                    strict=False,
                 )
             ],
         }
@@ -135,6 +157,69 @@ async def get_channels(asked: Asked, ctx: Context) -> ChannelsPublic:
     )  # fmt: skip
 
 
+@router.get("/changes", summary="Touchpoints whose exit or loop rate jumped, and since when")
+async def get_changes(
+    asked: Annotated[ChangeWindow, Depends(change_window)],
+    ctx: Context,
+    min_count: Annotated[
+        int, Query(ge=1, description="least outcomes after a touchpoint, baseline and recent")
+    ] = 20,
+    min_increase: Annotated[
+        float, Query(gt=0, le=1, description="least rise of the rate over its baseline")
+    ] = 0.1,
+    z: Annotated[float, Query(gt=0, description="least rise in standard errors")] = 4.0,
+) -> ChangesPublic:
+    rule = Rule(min_count=min_count, min_increase=min_increase, z_min=z)
+    hour = BUCKETS["hour"]
+    spans: dict[Kind, int] = {"exit": asked.decided, "loop": asked.end}
+    found = await asyncio.gather(
+        *(_changes(ctx, asked, kind, end, rule) for kind, end in spans.items())
+    )
+    return ChangesPublic.model_validate(
+        {
+            "journey_map": asked.journey_map.name,
+            "segment": asked.segment,
+            **{
+                f"{kind}s": {
+                    "baseline_from": _time(end - (asked.recent + asked.baseline) * hour),
+                    "recent_from": _time(end - asked.recent * hour),
+                    "to": _time(end),
+                }
+                for kind, end in spans.items()
+            },
+            "rule": {"min_count": min_count, "min_increase": min_increase, "z": z},
+            "changes": [
+                {
+                    "kind": c.kind, **_target(c.touch), "started": _time(c.started),
+                    "baseline_rate": c.baseline_rate, "rate": c.rate, "customers": c.customers,
+                    "seen": c.seen, "z": c.z,
+                }
+                for c in sorted([*found[0], *found[1]], key=lambda c: (-c.z, c.kind, c.touch))
+            ],
+        }
+    )  # fmt: skip
+
+
+async def _changes(
+    ctx: Context, asked: ChangeWindow, kind: Kind, end: int, rule: Rule
+) -> list[Change]:
+    """Read the baseline summed and the recent hours one by one, and judge them."""
+    hour = BUCKETS["hour"]
+    recent = list(range(end - asked.recent * hour, end, hour))
+    baseline = list(range(recent[0] - asked.baseline * hour, recent[0], hour))
+    name = asked.journey_map.name
+    before, now = await asyncio.gather(
+        ctx.analytics.read(name, "hour", asked.segment, baseline, touches=True),
+        ctx.analytics.read(name, "hour", asked.segment, recent, touch_series=True),
+    )
+    return changes(kind, before.touches, list(zip(recent, now.touch_series, strict=True)), rule)
+
+
+def _target(touch: str) -> dict[str, str]:
+    kind, channel, target = touch.split("|", 2)
+    return {"type": kind, "channel": channel, "target": target}
+
+
 @router.get("/live", summary="Customers in each stage now, open carts and cart value at risk")
 async def get_live(ctx: Context) -> LivePublic:
     """Read from the journey gauges as they stand, not from a time range: the active map only."""
@@ -155,14 +240,12 @@ async def _read(
     ctx: Context,
     asked: Window,
     *,
-    stages: tuple[str, ...] = (),
     touches: bool = False,
-    fields: tuple[str, ...] = (),
     series: tuple[str, ...] = (),
 ) -> Reading:
     return await ctx.analytics.read(
         asked.journey_map.name, asked.bucket, asked.segment, asked.starts,
-        stages=stages, touches=touches, fields=fields, series=series,
+        touches=touches, series=series,
     )  # fmt: skip
 
 
@@ -186,6 +269,10 @@ def _window(ctx: Context, asked: Window, reading: Reading) -> WindowPublic:
         as_of=_time(max(clocks)) if clocks else None,
         complete_until=decided,
     )
+
+
+def _durations(found: report.Durations) -> dict[str, Any]:
+    return {"moves": found.moves, "median_s": found.median_s, "p90_s": found.p90_s}
 
 
 def _moves(fields: report.Counters) -> list[dict[str, Any]]:
