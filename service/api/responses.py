@@ -9,8 +9,11 @@ from starlette.responses import JSONResponse
 
 
 class OrjsonResponse(JSONResponse):
+    """UTC datetimes are written as pydantic writes them (`...Z`), so a route answers alike
+    whether it builds its body by hand or through a model."""
+
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
 def problem(

@@ -137,6 +137,19 @@ def _prediction_shown(predictions: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def _score_shown(point: dict[str, Any]) -> str:
+    """A score history point as the timeline writes it."""
+    risk = (
+        "no open cart" if point["risk"] is None else f"abandonment risk {100 * point['risk']:.1f}%"
+    )
+    return f"{point['next_stage']} ({100 * point['probability']:.1f}%) {risk}"
+
+
+def _js(number: float) -> str:
+    """A number as JavaScript's String() writes it (integers without a decimal point)."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
 def _artifacts() -> Path:
     where = Path(os.environ.get("PARCOURS_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
     where.mkdir(parents=True, exist_ok=True)
@@ -147,7 +160,9 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
     roles: list[Role], tmp_path: Path
 ) -> None:
     port = free_port()
-    dev = start_dev(roles, tmp_path, port, EMBEDDED)
+    # the sample spans ten minutes: a one-minute horizon lets the watermark decide exits
+    short = {"PARCOURS_ANALYTICS_HORIZON_S": "60", "PARCOURS_ANALYTICS_ALLOWED_LATENESS_S": "0"}
+    dev = start_dev(roles, tmp_path, port, EMBEDDED | short)
     replayed = re.search(r"Replayed \d+ events for (\d+) customers", dev.output())
     assert replayed, dev.output()
     expected = sample_journeys()
@@ -158,6 +173,7 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, timeout=10) as api:
         numbers = _settled(api, int(replayed.group(1)))
+        friction = api.get("/v1/analytics/friction").json()
         scored = [api.get(f"/v1/customers/{who}/predictions").json()]
         html = _browse(f"{base}/map?customer={who}", tmp_path / "profile", "--dump-dom")
         journey = api.get(f"/v1/customers/{who}/journey").json()
@@ -177,7 +193,8 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
         s["stage"] for s in numbers["funnel"]["stages"]
     ]
     assert sum(now.values()) > 0
-    assert any(s["exits"] or s["moved_on"] for s in numbers["funnel"]["stages"])
+    assert sum(s["exits"] for s in numbers["funnel"]["stages"]) > 0, "exits were decided"
+    assert any(s["moved_on"] for s in numbers["funnel"]["stages"])
     for column, stage in zip(columns, numbers["funnel"]["stages"], strict=True):
         name = stage["stage"]
         assert [e.content() for e in dom.elements if e.tag == "h3" and e.inside(column)] == [name]
@@ -186,6 +203,9 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
         assert dom.one("customers", column).content() == str(stage["customers"]), name
         assert dom.one("moved-on", column).content() == str(stage["moved_on"]), name
         assert dom.one("exits", column).content() == str(stage["exits"]), name
+        before_exit = stage["time_before_exit"]["median_s"]
+        assert column.attrs["data-before-exit"] == ("" if before_exit is None else _js(before_exit))
+        assert (before_exit is None) == (stage["exits"] == 0), name
 
     # The flow: a node per column and a band per move, exits included, labelled with its count.
     transitions = numbers["transitions"]
@@ -211,6 +231,13 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
     }
     assert "Before exits" in html
     assert "Before abandoned carts" in html
+    exit_rows = [e for e in dom.having("touch") if e.attrs["data-kind"] == "exit"]
+    assert [int(e.attrs["data-count"]) for e in exit_rows] == [
+        t["count"] for t in friction["exits"]["touchpoints"][:8]  # the page shows the top 8
+    ]
+    assert exit_rows, "the touchpoints before exits are ranked"
+    changes = next(e for e in dom.elements if e.attrs.get("id") == "changes").content()
+    assert changes.startswith("No jump since"), changes  # a steady ten minutes: nothing flagged
 
     # The customer picked by the URL: their stage changes and touchpoints, oldest first.
     assert dom.one("summary").attrs["data-customer"] == who
@@ -222,6 +249,11 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
         (e.attrs["data-at"], e.content().split("→ ", 1)[1].split(" by ")[0]) for e in changes
     ] == [(v["entered_at"], v["stage"]) for v in journey["stage_history"]]
     assert [e.attrs["data-at"] for e in touches] == [t["at"] for t in journey["touchpoints"]]
+    predicted = [e for e in entries if e.attrs["data-kind"] == "prediction"]
+    assert journey["score_history"], "the consumer kept the scores over time"
+    assert [
+        (e.attrs["data-at"], e.content().split("predicted next: ", 1)[1]) for e in predicted
+    ] == [(p["at"], _score_shown(p)) for p in journey["score_history"]]
     assert [e.attrs["data-at"] for e in entries] == sorted(e.attrs["data-at"] for e in entries)
     assert dom.one("current-stage").content() == f"stage now{journey['stage']}"
     # Recomputed per request: a model snapshot published while the page loads may change them.

@@ -11,10 +11,17 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from models.analytics import BUCKETS, NEW
 from models.journeymap import EXIT
 from service.analytics import AnalyticsStore, analytics_store
+from service.api.analytics_schemas import (
+    ChannelsPublic,
+    FrictionPublic,
+    FunnelPublic,
+    TransitionsPublic,
+)
 from service.replay import SAMPLE_FILE, read_lines
 from service.settings import AnalyticsSettings, Settings
 from tests.analytics_oracle import (
@@ -125,10 +132,20 @@ def assert_binned(reported: float | None, durations_ms: list[int], q: float) -> 
         assert exact_s / BIN_FACTOR - 1e-9 <= reported <= exact_s * BIN_FACTOR + 1e-9
 
 
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "funnel": FunnelPublic, "transitions": TransitionsPublic, "friction": FrictionPublic,
+    "channels": ChannelsPublic,
+}  # fmt: skip
+"""Each route's documented answer: bodies built by hand must still match it."""
+
+
 async def _get(api: Api, route: str, **params: str) -> dict[str, Any]:
     response = await api.client.get(f"/v1/analytics/{route}", params=params)
     assert response.status_code == 200, response.text
-    return dict(response.json())
+    body = dict(response.json())
+    documented = SCHEMAS[route].model_validate(body)
+    assert documented.model_dump(mode="json", by_alias=True) == body
+    return body
 
 
 async def test_replay_api_answers_equal_recomputation(worker: Worker, case: str) -> None:

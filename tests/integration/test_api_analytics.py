@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models.analytics import HOUR_MS, Fact
+from models.analytics import HOUR_MS, Fact, Leaving
 from service.analytics import CustomerFacts, analytics_store
 from tests.integration.api_fixtures import (
     Api,
@@ -124,3 +124,79 @@ async def test_openapi_documents_the_analytics_routes_and_schemas(api: Api) -> N
     assert {"from", "to", "as_of", "complete_until"} <= set(window)
     customers = schema["components"]["schemas"]["FunnelStagePublic"]["properties"]["customers"]
     assert "0.81%" in customers["description"]
+
+
+def _hour_of_facts(
+    hour: int, touch: str, *, left: int, moved_on: int, loop: bool, offset: int
+) -> list[CustomerFacts]:
+    """`left + moved_on` customers after `touch` in hour `hour` from T0: `left` of them exit
+    (or, with `loop`, move back) and the rest move on, all on partition 0."""
+    at = T0 + hour * HOUR_MS + 60_000
+    segments = ("first_channel:web", "visitor:new", "risk:none")
+    found = []
+    for i in range(left + moved_on):
+        customer = f"{touch}-{hour}-{i}"
+        gone = i < left
+        leaving = None
+        if gone and not loop:
+            leaving = Leaving("retail", at, "decision", segments, (touch,), None, 3)
+        fact = Fact(
+            0, offset + i, at, segments, ["e|decision"], [], () if gone else (touch,),
+            at + 1 if leaving else at + 10 * 86_400_000, None, leaving=leaving,
+            looped=(touch,) if gone and loop else (),
+        )  # fmt: skip
+        found.append(CustomerFacts(customer, [fact]))
+    return found
+
+
+async def test_changes_flag_exit_and_loop_jumps_with_their_start_and_customers(api: Api) -> None:
+    store = analytics_store(api.app.state.context.redis, api.settings)
+    pay, search = "page_view|web|https://s.example/pay", "search|web|"
+    offset = 0
+    for hour in range(15):  # baseline hours 0-11, recent 12-14, both jump at hour 13
+        high = hour >= 13
+        for touch, loop in ((pay, False), (search, True)):
+            left = 16 if high else 4
+            batch = _hour_of_facts(hour, touch, left=left, moved_on=20 - left, loop=loop,
+                                   offset=offset)  # fmt: skip
+            offset += 20
+            await store.record("retail", batch)
+    later = T0 + 3 * 86_400_000  # the watermark passes every exit deadline
+    tick = Fact(0, offset, later, ("first_channel:web", "visitor:new", "risk:none"), [], [], (),
+                later + 10 * 86_400_000, None)  # fmt: skip
+    await store.record("retail", [CustomerFacts("clock", [tick])])
+
+    asked = {"at": "2019-10-01T14:30:00Z", "recent_hours": "3", "baseline_hours": "12"}
+    body = (await _get(api, "changes", **asked, min_count="10")).json()
+    none_yet = (await _get(api, "changes", **{**asked, "at": "2019-10-01T12:30:00Z"})).json()
+
+    assert body["exits"] == body["loops"] == {
+        "baseline_from": "2019-10-01T00:00:00Z", "recent_from": "2019-10-01T12:00:00Z",
+        "to": "2019-10-01T15:00:00Z",
+    }  # fmt: skip
+    found = {(c["kind"], c["type"], c["channel"], c["target"]): c for c in body["changes"]}
+    assert set(found) == {
+        ("exit", "page_view", "web", "https://s.example/pay"), ("loop", "search", "web", ""),
+    }  # fmt: skip
+    for change in found.values():
+        assert change["started"] == "2019-10-01T13:00:00Z"
+        assert (change["customers"], change["seen"]) == (32, 40)
+        assert change["rate"] == pytest.approx(0.8)
+        assert change["baseline_rate"] == pytest.approx(0.2)
+        assert change["z"] >= body["rule"]["z"]
+    assert none_yet["changes"] == []
+
+
+async def test_changes_judge_exits_only_on_decided_hours_and_refuse_bad_spans(api: Api) -> None:
+    store = analytics_store(api.app.state.context.redis, api.settings)
+    await store.record("retail", _hour_of_facts(5, "search|web|", left=2, moved_on=2,
+                                                loop=True, offset=0))  # fmt: skip
+
+    body = (await _get(api, "changes")).json()
+    too_long = await _get(api, "changes", recent_hours="48", baseline_hours="900")
+    too_many = await _get(api, "changes", recent_hours="49")
+
+    assert body["loops"]["to"] == "2019-10-01T06:00:00Z"  # after the newest event's hour
+    assert body["exits"]["to"] == "2019-09-30T05:00:00Z"  # 24 h horizon and 60 s lateness
+    assert _errors(too_long) == [(["query", "baseline_hours"], "range_too_long")]
+    assert _errors(too_many)[0][0] == ["query", "recent_hours"]

@@ -26,13 +26,18 @@ from service.api.analytics_schemas import (
     WindowPublic,
 )
 from service.api.deps import Context
+from service.api.responses import OrjsonResponse
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
 Asked = Annotated[Window, Depends(window)]
 
 
-@router.get("/funnel", summary="Entries, conversion and time to move on, per stage")
+@router.get(
+    "/funnel",
+    summary="Entries, conversion and time to move on, per stage",
+    response_model=FunnelPublic,
+)
 async def get_funnel(
     asked: Asked,
     ctx: Context,
@@ -43,7 +48,7 @@ async def get_funnel(
             "read per bucket and stage: costly over long ranges)"
         ),
     ] = False,
-) -> FunnelPublic:
+) -> Any:
     stages = asked.journey_map.stages
     reading = await ctx.analytics.read(
         asked.journey_map.name,
@@ -55,9 +60,9 @@ async def get_funnel(
         fields=[f"e|{s}" for s in stages],
     )
     funnel = report.funnel(asked.journey_map, reading.totals, reading.customers_over_range)
-    return FunnelPublic.model_validate(
+    return OrjsonResponse(
         {
-            "window": _window(ctx, asked, reading),
+            "window": _window(ctx, asked, reading).model_dump(by_alias=True),
             "stages": [
                 {
                     "stage": s.stage, "entered": s.entered, "first_entries": s.first_entries,
@@ -85,12 +90,16 @@ async def get_funnel(
     )  # fmt: skip
 
 
-@router.get("/transitions", summary="Stage to stage moves, exits included, for a flow diagram")
-async def get_transitions(asked: Asked, ctx: Context) -> TransitionsPublic:
+@router.get(
+    "/transitions",
+    summary="Stage to stage moves, exits included, for a flow diagram",
+    response_model=TransitionsPublic,
+)
+async def get_transitions(asked: Asked, ctx: Context) -> Any:
     reading = await _read(ctx, asked, series=("m|",))
-    return TransitionsPublic.model_validate(
+    return OrjsonResponse(
         {
-            "window": _window(ctx, asked, reading),
+            "window": _window(ctx, asked, reading).model_dump(by_alias=True),
             "nodes": [NEW, *asked.journey_map.stages, EXIT],
             "transitions": _moves(reading.totals),
             "buckets": [
@@ -101,7 +110,11 @@ async def get_transitions(asked: Asked, ctx: Context) -> TransitionsPublic:
     )
 
 
-@router.get("/friction", summary="Where customers leave, and the touchpoints before it")
+@router.get(
+    "/friction",
+    summary="Where customers leave, and the touchpoints before it",
+    response_model=FrictionPublic,
+)
 async def get_friction(
     asked: Asked,
     ctx: Context,
@@ -109,13 +122,13 @@ async def get_friction(
     min_count: Annotated[
         int, Query(ge=1, description="least outcomes a touchpoint must precede to rank")
     ] = 3,
-) -> FrictionPublic:
+) -> Any:
     reading = await _read(ctx, asked, touches=True, series=("m|", "a|"))
     found = report.friction(reading.totals, reading.touches, limit=limit, min_count=min_count)
     abandoned, value = found.abandoned, found.abandoned_value_cents
-    return FrictionPublic.model_validate(
+    return OrjsonResponse(
         {
-            "window": _window(ctx, asked, reading),
+            "window": _window(ctx, asked, reading).model_dump(by_alias=True),
             "progress": found.progress,
             "exits": {"total": found.exits, "touchpoints": _touches(found.exit_touches)},
             "abandoned_carts": {

@@ -3,6 +3,7 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+const CHANGES_EVERY = 12; // refreshes between change checks: they read days of touchpoints
 const SVG_NS = "http://www.w3.org/2000/svg";
 const WINDOW_PARAMS = ["from", "to", "bucket", "segment"];
 
@@ -82,13 +83,14 @@ function drawStages(funnel, live) {
       el("dt", {}, "exits"), el("dd", { class: "drop exits" }, s.exits),
       el("dt", {}, "drop-off"), el("dd", { class: "drop" }, percent(exitRate)),
       el("dt", {}, "median stay"), el("dd", {}, duration(s.time_to_move_on.median_s)),
+      el("dt", {}, "stay before exit"), el("dd", { class: "before-exit" }, duration(s.time_before_exit.median_s)),
     );
     return el(
       "div",
       {
         class: "stage", "data-stage": s.stage, "data-now": count ?? "", "data-entered": s.entered,
         "data-customers": s.customers, "data-moved-on": s.moved_on, "data-exits": s.exits,
-        "data-departures": s.departures,
+        "data-departures": s.departures, "data-before-exit": s.time_before_exit.median_s ?? "",
       },
       el("h3", {}, s.stage),
       el("div", { class: "now", title: "customers in this stage now" }, count ?? "–"),
@@ -196,6 +198,26 @@ function drawFriction(friction) {
   );
 }
 
+function drawChanges(found) {
+  const rows = found.changes.map((c) =>
+    el(
+      "tr", { class: "change", "data-kind": c.kind, "data-started": c.started, "data-customers": c.customers },
+      el("td", {}, c.kind === "exit" ? "exits" : "loops back"),
+      el("td", {}, `${c.type} · ${c.channel}`),
+      el("td", {}, c.target),
+      el("td", {}, when(c.started)),
+      el("td", { class: "num" }, `${percent(c.baseline_rate)} → ${percent(c.rate)}`),
+      el("td", { class: "num" }, c.customers),
+    ),
+  );
+  const head = el("tr", {}, ...["rising", "touchpoint", "target", "since", "rate", "customers"].map((h) => el("th", {}, h)));
+  const none = el(
+    "p", { class: "muted" },
+    `No jump since ${when(found.loops.recent_from)} (loops) and ${when(found.exits.recent_from)} (exits, judged once decided).`,
+  );
+  byId("changes").replaceChildren(rows.length ? el("table", { class: "alerts" }, head, ...rows) : none);
+}
+
 function drawCarts(live, friction) {
   const figures = el("dl", { class: "figures" });
   const add = (label, cls, value) => figures.append(el("dt", {}, label), el("dd", { class: cls }, value));
@@ -232,6 +254,8 @@ function drawModels(models) {
   });
   byId("models").replaceChildren(...(blocks.length ? blocks : [el("p", { class: "muted" }, "no model yet")]));
 }
+
+const ORDER = { touchpoint: 0, "stage-change": 1, prediction: 2 }; // at one instant: cause first
 
 async function drawCustomer() {
   const box = byId("customer");
@@ -271,10 +295,15 @@ async function drawCustomer() {
     ...journey.stage_history.map((v) => ({
       at: v.entered_at, kind: "stage-change", text: `→ ${v.stage}`, detail: `by ${v.event_type}`,
     })),
+    ...journey.score_history.map((p) => ({
+      at: p.at, kind: "prediction",
+      text: `predicted next: ${p.next_stage} (${percent(p.probability)})`,
+      detail: p.risk === null ? "no open cart" : `abandonment risk ${percent(p.risk)}`,
+    })),
     ...journey.touchpoints.map((t) => ({
       at: t.at, kind: "touchpoint", text: `${t.type} · ${t.channel}`, detail: t.product_id || t.page || "",
     })),
-  ].sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : a.kind === "stage-change" ? 1 : -1));
+  ].sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : ORDER[a.kind] - ORDER[b.kind]));
   const items = entries.map((e) =>
     el(
       "li", { class: `entry ${e.kind}`, "data-kind": e.kind, "data-at": e.at },
@@ -286,8 +315,17 @@ async function drawCustomer() {
   box.replaceChildren(summary, el("ol", { class: "timeline" }, ...items));
 }
 
+let refreshes = 0;
+
 async function refresh() {
   const params = windowParams();
+  if (refreshes++ % CHANGES_EVERY === 0) {
+    const segment = new URLSearchParams();
+    if (page.get("segment")) segment.set("segment", page.get("segment"));
+    getJSON("/v1/analytics/changes", segment).then(drawChanges).catch((error) => {
+      byId("changes").replaceChildren(el("p", { class: "error" }, String(error.message)));
+    });
+  }
   const [funnel, transitions, friction, live, models] = await Promise.allSettled([
     getJSON("/v1/analytics/funnel", params),
     getJSON("/v1/analytics/transitions", params),
