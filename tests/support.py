@@ -249,7 +249,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 async def stored_states(
     store: JourneyStore, customers: Sequence[str]
 ) -> dict[str, JourneyState | None]:
-    """What Redis holds for each customer, decoded, without the attached scores and alerts.
+    """What Redis holds for each customer, decoded, without the attached scores (and their
+    history) and alerts.
 
     Scores are not part of the fold (they depend on the models served at the time), nor are
     the alerts of triggers sent, so the pure-fold oracle cannot predict them; tests of scores
@@ -263,6 +264,7 @@ async def stored_states(
     for state in states.values():
         if state is not None:
             state.predictions = None
+            state.score_history = []
             state.alerts = {}
     return states
 

@@ -52,7 +52,12 @@ def test_dev_with_sample_replay_serves_live_journeys_and_stops_cleanly(
                 response = api.get(f"/v1/customers/{who}/journey")
             journey = response.json()
             scores = journey.pop("scores")  # depend on the models, not on the fold
-            assert journey == expected[who].model_dump(mode="json", exclude={"scores"})
+            history = journey.pop("score_history")
+            assert journey == expected[who].model_dump(
+                mode="json", exclude={"scores", "score_history"}
+            )
+            assert history, "the consumer kept the scores it attached"
+            assert history[-1]["at"] <= scores["at"]  # a point only when the view changed
             assert set(scores["next_stage"]["probabilities"]) >= {"exit", journey["stage"]}
         assert api.get("/v1/models").json()["models"]
         assert api.get("/readyz").json()["status"] == "ready"

@@ -233,7 +233,8 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
     assert "Before abandoned carts" in html
     exit_rows = [e for e in dom.having("touch") if e.attrs["data-kind"] == "exit"]
     assert [int(e.attrs["data-count"]) for e in exit_rows] == [
-        t["count"] for t in friction["exits"]["touchpoints"][:8]  # the page shows the top 8
+        t["count"]
+        for t in friction["exits"]["touchpoints"][:8]  # the page shows the top 8
     ]
     assert exit_rows, "the touchpoints before exits are ranked"
     changes = next(e for e in dom.elements if e.attrs.get("id") == "changes").content()
