@@ -6,11 +6,14 @@ Each test gets its own topics, consumer group and Redis key prefix, so tests nev
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ import pytest
 from service.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
 from service.settings import (
     ConsumerSettings,
+    JourneySettings,
     KafkaSettings,
     ModelSettings,
     RedisSettings,
@@ -59,6 +63,7 @@ def make_settings(
     redis_url: str,
     models: dict[str, object] | None = None,
     webhooks: dict[str, object] | None = None,
+    journey_map: str = "retail",
     **kafka: object,
 ) -> Settings:
     """Settings isolated to one test: fresh topics, group and key prefix; quick group joins."""
@@ -76,6 +81,7 @@ def make_settings(
         **kafka,
     }
     return Settings(
+        journey=JourneySettings(map=journey_map),
         kafka=KafkaSettings.model_validate(kafka_options),
         redis=RedisSettings(url=redis_url, key_prefix=f"test-{tag}", socket_timeout_s=1.0),
         consumer=ConsumerSettings(
@@ -109,6 +115,18 @@ def make_settings(
             }
         ),
     )
+
+
+@functools.cache
+def awake_map() -> str:
+    """The retail map without its quiet hours, as a file: deliveries a test expects now must
+    not wait for the morning when the suite runs at night (UTC)."""
+    text = resources.files("models.maps").joinpath("retail.yaml").read_text("utf-8")
+    awake = "\n".join(line for line in text.splitlines() if "quiet_hours:" not in line)
+    assert awake != text, "the retail map has quiet hours to take out"
+    path = Path(tempfile.mkdtemp(prefix="parcours-maps-")) / "retail-awake.yaml"
+    path.write_text(awake + "\n", "utf-8")
+    return str(path)
 
 
 @pytest.fixture

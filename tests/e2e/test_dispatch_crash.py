@@ -12,7 +12,7 @@ from service.bus import ensure_parcours_topics
 from service.deliveries import DeliveryStore
 from service.store import connect_redis
 from service.subscriptions import SubscriptionStore
-from tests.conftest import make_settings
+from tests.conftest import awake_map, make_settings
 from tests.e2e.conftest import Role
 from tests.integration.dispatch_fixtures import triggers
 from tests.receiver import Behaviour, Receiver
@@ -29,6 +29,7 @@ async def test_sigkill_mid_stream_redelivers_every_trigger_at_least_once(
     settings = make_settings(
         kafka_bootstrap, redis_url, partitions=4,
         webhooks={"allow_http": True, "allow_private_targets": True},  # loopback receivers
+        journey_map=awake_map(),
     )  # fmt: skip
     await ensure_parcours_topics(settings)
     redis = connect_redis(settings.redis.url, socket_timeout_s=1.0, max_connections=4)

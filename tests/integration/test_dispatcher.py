@@ -14,7 +14,7 @@ import pytest
 
 from models.webhooks import delivery_id
 from service.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import awake_map, make_settings
 from tests.integration.api_fixtures import running_api
 from tests.integration.dispatch_fixtures import (
     Dispatch,
@@ -39,7 +39,10 @@ __all__ = ["dispatch_fixture"]
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
-    return make_settings(kafka_bootstrap, redis_url, webhooks={**LOCAL, "breaker_failures": 4})
+    return make_settings(
+        kafka_bootstrap, redis_url, webhooks={**LOCAL, "breaker_failures": 4},
+        journey_map=awake_map(),
+    )  # fmt: skip
 
 
 async def test_dispatcher_flaky_receiver_gets_every_trigger_signed_with_stable_ids(
@@ -167,6 +170,7 @@ async def test_dispatcher_breaker_opens_parks_without_burning_attempts_and_recov
             **LOCAL, "breaker_failures": 3, "breaker_cooldown_s": 1.0, "max_attempts": 6,
             "concurrency": 4,  # at most this many attempts are in flight when the receiver fails
         },
+        journey_map=awake_map(),
     )  # fmt: skip
     async with dispatching(settings) as dispatch:
         receiver = await dispatch.receiver(Receiver(default=Behaviour(503)))
@@ -251,6 +255,7 @@ async def test_deleting_a_subscription_drops_its_queued_deliveries_and_commits_t
     settings = make_settings(
         kafka_bootstrap, redis_url,
         webhooks={**LOCAL, "timeout_s": 60.0, "concurrency": 2, "subscriptions_refresh_s": 0.2},
+        journey_map=awake_map(),
     )  # fmt: skip
     async with dispatching(settings) as dispatch:
         hanging = await dispatch.receiver(Receiver(default=HANG))
