@@ -129,6 +129,16 @@ def touch_key(touchpoint: Touchpoint) -> str:
     return f"{touchpoint.type}|{touchpoint.channel}|{target}"
 
 
+def split_touch(key: str) -> tuple[str, str, str]:
+    """A `touch_key` back into its type, channel and target (targets may hold `|`).
+
+    >>> split_touch("page_view|web|https://s.example/a|b")
+    ('page_view', 'web', 'https://s.example/a|b')
+    """
+    kind, channel, target = key.split("|", 2)
+    return kind, channel, target
+
+
 def last_touches(state: JourneyState, count: int) -> tuple[str, ...]:
     """The distinct touch keys among the customer's last `count` touchpoints, newest first."""
     keys: dict[str, None] = {}

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from models.analytics import CHECKOUT, EARLIER, bin_seconds, moves_on
+from models.analytics import CHECKOUT, EARLIER, bin_seconds, moves_on, split_touch
 from models.journeymap import EXIT, JourneyMap
 
 Counters = Mapping[str, int]
@@ -166,7 +166,7 @@ def lifts(
         if not name.startswith(f"{outcome}|") or count < min_count:
             continue
         key = name[2:]
-        kind, channel, target = key.split("|", 2)
+        kind, channel, target = split_touch(key)
         before_progress = touches.get(f"p|{key}", 0)
         lift = (count / outcomes) / ((before_progress + 1) / (progress + 1))
         ranked.append(TouchLift(kind, channel, target, count, before_progress, lift))

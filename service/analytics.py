@@ -159,9 +159,7 @@ class AnalyticsStore:
             totals=_pairs(totals),
             series=[_pairs(row) for row in per_bucket],
             touches=_pairs(summed_touches),
-            customers=[dict(zip(stages, map(int, row), strict=True)) for row in customers]
-            if bucket_customers
-            else [],
+            customers=[dict(zip(stages, map(int, row), strict=True)) for row in customers],
             customers_over_range=dict(zip(stages, map(int, over_range), strict=True)),
             touch_series=[_pairs(row) for row in touch_rows],
         )

@@ -169,7 +169,7 @@ for _, group in ipairs(batch) do
       for _, field in ipairs(f[7]) do add(counts, map, at, segs, field, 1) end
       for _, stage in ipairs(f[8]) do visit(map, at, segs, stage, customer) end
       for _, key in ipairs(f[9]) do add(touches, map, at, segs, 'p|' .. key, 1) end
-      for _, key in ipairs(f[10] or {}) do add(touches, map, at, segs, 'k|' .. key, 1) end
+      for _, key in ipairs(f[10]) do add(touches, map, at, segs, 'k|' .. key, 1) end
       if highest[part] == nil or o > highest[part] then highest[part] = o end
       if newest[part] == nil or at > newest[part] then newest[part] = at end
       sweep[part] = true
@@ -445,7 +445,9 @@ if touch_rows then
 end
 
 local per_bucket, over_range = {}, {}
-for j = 1, n do per_bucket[j] = {} end
+if bucket_customers and #stages > 0 then
+  for j = 1, n do per_bucket[j] = {} end
+end
 for k, stage in ipairs(stages) do
   if bucket_customers then
     for j = 1, n do

@@ -26,6 +26,19 @@ DEFAULT_SPAN: Final[dict[str, int]] = {"hour": 24, "day": 30}
 SEGMENTS: Final = segment_names()
 
 
+SegmentQuery = Annotated[
+    str,
+    Query(
+        max_length=64,
+        description="all, first_channel:<channel|unknown>, visitor:new|returning, "
+        "risk:none|low|medium|high",
+    ),
+]
+JourneyMapQuery = Annotated[
+    str | None, Query(max_length=64, description="default: the active journey map")
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """The buckets a request reads: starts in epoch ms, oldest first."""
@@ -63,10 +76,8 @@ async def change_window(
     baseline_hours: Annotated[
         int, Query(ge=1, description="hours before them the rates are compared with")
     ] = 72,
-    segment: Annotated[str, Query(max_length=64, description="as for the funnel")] = "all",
-    journey_map: Annotated[
-        str | None, Query(max_length=64, description="default: the active journey map")
-    ] = None,
+    segment: SegmentQuery = "all",
+    journey_map: JourneyMapQuery = None,
 ) -> ChangeWindow:
     """The request's hours, or a `RequestValidationError` naming every bad parameter."""
     errors: list[dict[str, Any]] = []
@@ -114,17 +125,8 @@ async def window(
         Query(description="end, exclusive (default: after the newest event counted)"),
     ] = None,
     bucket: Annotated[Bucket, Query(description="bucket size")] = "hour",
-    segment: Annotated[
-        str,
-        Query(
-            max_length=64,
-            description="all, first_channel:<channel|unknown>, visitor:new|returning, "
-            "risk:none|low|medium|high",
-        ),
-    ] = "all",
-    journey_map: Annotated[
-        str | None, Query(max_length=64, description="default: the active journey map")
-    ] = None,
+    segment: SegmentQuery = "all",
+    journey_map: JourneyMapQuery = None,
 ) -> Window:
     """The request's window, or a `RequestValidationError` naming every bad parameter."""
     errors: list[dict[str, Any]] = []

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from models import analytics_report as report
-from models.analytics import BUCKETS, NEW
-from models.analytics_changes import Change, Kind, Rule, changes
+from models.analytics import BUCKETS, NEW, split_touch
+from models.analytics_changes import Kind, Rule, changes
 from models.analytics_report import TouchLift
 from models.journeymap import EXIT
 from service.analytics import Reading
@@ -82,8 +81,8 @@ async def get_funnel(
                 }
                 for start, fields, customers in zip(
                     asked.starts, reading.series,
-                    reading.customers if bucket_customers else itertools.repeat(None),
-                    strict=False,
+                    reading.customers if bucket_customers else [None] * len(asked.starts),
+                    strict=True,
                 )
             ],
         }
@@ -185,9 +184,11 @@ async def get_changes(
     rule = Rule(min_count=min_count, min_increase=min_increase, z_min=z)
     hour = BUCKETS["hour"]
     spans: dict[Kind, int] = {"exit": asked.decided, "loop": asked.end}
-    found = await asyncio.gather(
-        *(_changes(ctx, asked, kind, end, rule) for kind, end in spans.items())
+    ends = sorted(set(spans.values()))  # one read of the hours when both kinds end together
+    read = dict(
+        zip(ends, await asyncio.gather(*(_hours(ctx, asked, e) for e in ends)), strict=True)
     )
+    found = [changes(kind, *read[end], rule) for kind, end in spans.items()]
     return ChangesPublic.model_validate(
         {
             "journey_map": asked.journey_map.name,
@@ -213,10 +214,11 @@ async def get_changes(
     )  # fmt: skip
 
 
-async def _changes(
-    ctx: Context, asked: ChangeWindow, kind: Kind, end: int, rule: Rule
-) -> list[Change]:
-    """Read the baseline summed and the recent hours one by one, and judge them."""
+async def _hours(
+    ctx: Context, asked: ChangeWindow, end: int
+) -> tuple[dict[str, int], list[tuple[int, dict[str, int]]]]:
+    """The touchpoint counts of the baseline hours before `end` summed, and of the recent
+    hours one by one, as `models.analytics_changes.changes` takes them."""
     hour = BUCKETS["hour"]
     recent = list(range(end - asked.recent * hour, end, hour))
     baseline = list(range(recent[0] - asked.baseline * hour, recent[0], hour))
@@ -225,11 +227,11 @@ async def _changes(
         ctx.analytics.read(name, "hour", asked.segment, baseline, touches=True),
         ctx.analytics.read(name, "hour", asked.segment, recent, touch_series=True),
     )
-    return changes(kind, before.touches, list(zip(recent, now.touch_series, strict=True)), rule)
+    return before.touches, list(zip(recent, now.touch_series, strict=True))
 
 
 def _target(touch: str) -> dict[str, str]:
-    kind, channel, target = touch.split("|", 2)
+    kind, channel, target = split_touch(touch)
     return {"type": kind, "channel": channel, "target": target}
 
 
