@@ -18,6 +18,7 @@ from models.events import event_json_schema
 from models.journeymap import load_journey_map
 from service.api.exposition import share_between_workers
 from service.bus import ensure_parcours_topics
+from service.keys_command import keys_app
 from service.logs import configure_logging
 from service.replay import Format, replay_file, resolve
 from service.settings import Settings, get_settings
@@ -27,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(keys_app, name="keys")
 
 
 def _settings() -> Settings:

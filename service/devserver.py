@@ -40,12 +40,16 @@ class DevStack:
     redis: EmbeddedRedis | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     metrics_ports: list[int] = field(default_factory=list)
+    auth: bool = False
 
     def start(self) -> None:
         env = dict(os.environ)
         # a development machine's webhook receivers are local: allow them unless told otherwise
         for name in ("PARCOURS_WEBHOOKS_ALLOW_HTTP", "PARCOURS_WEBHOOKS_ALLOW_PRIVATE_TARGETS"):
             env.setdefault(name, "true")
+        # and its API is open unless told otherwise (`parcours keys` makes keys for a real one)
+        env.setdefault("PARCOURS_API_AUTH", "false")
+        self.auth = env["PARCOURS_API_AUTH"].lower() in ("1", "true", "yes", "on")
         if not self.settings.kafka.bootstrap:
             self.kafka = EmbeddedKafka()
             self.kafka.start()
@@ -95,6 +99,12 @@ class DevStack:
                 f"  Show now  curl {self.api_url}/v1/customers/<customer_id>/recommendations",
                 f"  Webhooks  curl {self.api_url}/v1/webhooks   (http://localhost targets allowed)",
                 f"  Metrics   {self.api_url}/metrics   workers: {metrics}",
+                "  Keys      "
+                + (
+                    "required: `parcours keys create <name> --scope admin` (from another shell)"
+                    if self.auth
+                    else "not required in development (PARCOURS_API_AUTH=true requires them)"
+                ),
                 "  From another shell:",
                 f"    export PARCOURS_KAFKA_BOOTSTRAP={self.settings.kafka.bootstrap}"
                 f" PARCOURS_REDIS_URL={self.settings.redis.url}",

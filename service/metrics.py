@@ -193,6 +193,12 @@ class ApiMetrics:
             "Events received over HTTP by outcome (accepted, invalid, unavailable).",
             ["outcome"], registry=registry,
         )  # fmt: skip
+        self.refused = Counter(
+            "parcours_api_refused_total",
+            "Requests refused before their route ran: 401 no valid key, 403 wrong scope, "
+            "429 over the key's rate.",
+            ["status"], registry=registry,
+        )  # fmt: skip
         self.recommendations = Counter(
             "parcours_recommendations_served_total",
             "Recommendation actions served, by action type and page context.",

@@ -96,6 +96,22 @@ class ApiSettings(_Group):
     gauges_refresh_s: float = Field(
         default=15.0, ge=0, description="journey gauges on /metrics are read at most this often"
     )
+    auth: bool = Field(
+        default=True,
+        description="require API keys (`parcours keys`); `parcours dev` turns this off unless set",
+    )
+    key_cache_s: float = Field(
+        default=5.0, ge=0, description="a key is re-read (and its revocation seen) this often"
+    )
+    rate_limit_per_s: float = Field(
+        default=1000.0, gt=0, description="requests per second per key and API process, by default"
+    )
+    rate_burst_s: float = Field(
+        default=2.0, gt=0, description="a key may burst this many seconds' worth of its rate"
+    )
+    metrics_open: bool = Field(
+        default=True, description="serve /metrics without a key; false asks for an admin key"
+    )
 
 
 class ConsumerSettings(_Group):

@@ -20,6 +20,7 @@ import pytest
 
 from service.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
 from service.settings import (
+    ApiSettings,
     ConsumerSettings,
     JourneySettings,
     KafkaSettings,
@@ -64,9 +65,13 @@ def make_settings(
     models: dict[str, object] | None = None,
     webhooks: dict[str, object] | None = None,
     journey_map: str = "retail",
+    auth: bool = False,
     **kafka: object,
 ) -> Settings:
-    """Settings isolated to one test: fresh topics, group and key prefix; quick group joins."""
+    """Settings isolated to one test: fresh topics, group and key prefix; quick group joins.
+
+    API keys are off unless `auth`: the access tests (tests/integration/test_access.py)
+    check every route's scope; the others test what the routes do."""
     tag = uuid.uuid4().hex[:10]
     kafka_options: dict[str, object] = {
         "bootstrap": kafka_bootstrap,
@@ -82,6 +87,7 @@ def make_settings(
     }
     return Settings(
         journey=JourneySettings(map=journey_map),
+        api=ApiSettings(auth=auth),
         kafka=KafkaSettings.model_validate(kafka_options),
         redis=RedisSettings(url=redis_url, key_prefix=f"test-{tag}", socket_timeout_s=1.0),
         consumer=ConsumerSettings(

@@ -232,6 +232,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": str(kafka.heartbeat_interval_ms),
         "PARCOURS_KAFKA_FETCH_MAX_WAIT_MS": str(kafka.fetch_max_wait_ms),
         "PARCOURS_JOURNEY_MAP": settings.journey.map,
+        "PARCOURS_API_AUTH": str(settings.api.auth).lower(),
         "PARCOURS_REDIS_URL": redis.url or "",
         "PARCOURS_REDIS_KEY_PREFIX": redis.key_prefix,
         "PARCOURS_CONSUMER_METRICS_PORT": "0",

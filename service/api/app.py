@@ -16,7 +16,9 @@ from starlette.responses import Response
 from models.errors import InvalidEvent
 from models.events import Event
 from models.journeymap import BUILTIN_MAPS, load_journey_map
+from service.access import Denied, Gate, KeyStore, RateLimited
 from service.analytics import analytics_store
+from service.api.auth import refused
 from service.api.context import ApiContext
 from service.api.exposition import api_registry, worker_stopped
 from service.api.journey_gauges import JourneyGaugeExporter
@@ -28,6 +30,7 @@ from service.api.routes import (
     deliveries,
     events,
     journeys,
+    keys,
     meta,
     page,
     predictions,
@@ -42,7 +45,7 @@ from service.errors import BusUnavailable, StoreUnavailable
 from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
 from service.metrics import ApiMetrics, DependencyMetrics, ModelMetrics
-from service.settings import Settings, get_settings
+from service.settings import ApiSettings, Settings, get_settings
 from service.store import journey_store, learn_topology, redis_from_settings
 from service.subscriptions import SubscriptionStore
 from service.webhook_sender import WebhookSender, make_http_client
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 trending=2 * recommend.max_limit + TRENDING_SLACK,
             )
         recommender = Recommender(recommend, fold.map, store, catalog, scorer, metrics, cache)
+        key_store = KeyStore(redis, prefix=redis_settings.key_prefix)
         webhook_settings = settings.webhooks
         http_client = make_http_client(webhook_settings)
         app.state.context = ApiContext(
@@ -130,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             analytics=analytics_store(redis, settings),
             journey_maps=journey_maps,
+            keys=key_store,
+            gate=_gate(key_store, settings.api),
         )
         # Everything built so far (models, maps, clients) lives as long as the process: keep
         # it out of the cyclic collector's generations, which otherwise rescan it under load.
@@ -151,19 +157,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     routers = (
-        events, journeys, predictions, recommendations, webhooks, deliveries, analytics, meta,
-        page,
+        events, journeys, predictions, recommendations, webhooks, deliveries, analytics, keys,
+        meta, page,
     )  # fmt: skip
     for router in (module.router for module in routers):
         app.include_router(router)
     app.mount("/static", page.static_files, name="static")
     app.add_exception_handler(InvalidEvent, _invalid_event)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Denied, refused)
+    app.add_exception_handler(RateLimited, refused)
     app.add_exception_handler(StoreUnavailable, _unavailable)
     app.add_exception_handler(BusUnavailable, _unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _document_event_schema(app)
     return app
+
+
+def _gate(keys: KeyStore, api: ApiSettings) -> Gate | None:
+    if not api.auth:
+        logger.warning("API keys are not required (PARCOURS_API_AUTH=false): development only")
+        return None
+    return Gate(
+        keys,
+        cache_s=api.key_cache_s,
+        default_rate_per_s=api.rate_limit_per_s,
+        burst_s=api.rate_burst_s,
+    )
 
 
 async def _invalid_event(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from models.events import EventDecoder
 from models.journeymap import JourneyMap
+from service.access import Gate, KeyStore
 from service.analytics import AnalyticsStore
 from service.api.journey_gauges import JourneyGaugeExporter
 from service.api.recommender import Recommender
@@ -40,3 +41,6 @@ class ApiContext:
     analytics: AnalyticsStore
     journey_maps: dict[str, JourneyMap]
     """Maps whose analytics can be read: the built-in ones and the active one."""
+    keys: KeyStore
+    gate: Gate | None
+    """Checks API keys; None when `api.auth` is off."""

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from models.access import split
 from models.events import event_json_schema
 from service.bus import ensure_topics
 from service.cli import app
@@ -123,3 +124,39 @@ def test_consume_with_kafka_unreachable_exits_1_with_one_line(tmp_path: Path) ->
 
     assert result.exit_code == 1
     assert "error: cannot reach Kafka at 127.0.0.1:" in result.output
+
+
+def test_keys_create_list_revoke_against_redis(kafka_bootstrap: str, redis_url: str) -> None:
+    env = settings_env(make_settings(kafka_bootstrap, redis_url))
+
+    created = runner.invoke(app, ["keys", "create", "crm sync", "--scope", "read"], env=env)
+    token = created.stdout.strip()
+    parts = split(token)
+    assert created.exit_code == 0, created.output
+    assert parts is not None
+    key_id, _ = parts
+    get_settings.cache_clear()
+    listed = runner.invoke(app, ["keys", "list"], env=env)
+    get_settings.cache_clear()
+    revoked = runner.invoke(app, ["keys", "revoke", key_id], env=env)
+    get_settings.cache_clear()
+    missing = runner.invoke(app, ["keys", "revoke", "ffffffffffff"], env=env)
+    get_settings.cache_clear()
+    bad_scope = runner.invoke(app, ["keys", "create", "x", "--scope", "root"], env=env)
+
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(key_id))
+    assert "active" in row
+    assert "read" in row
+    assert "crm sync" in row
+    assert token not in listed.stdout
+    assert revoked.exit_code == 0
+    assert "revoked" in revoked.stdout
+    assert missing.exit_code == 2
+    assert bad_scope.exit_code == 2
+
+
+def test_keys_without_redis_configured_says_so() -> None:
+    result = runner.invoke(app, ["keys", "list"], env={"PARCOURS_REDIS_URL": ""})
+
+    assert result.exit_code == 2
+    assert "PARCOURS_REDIS_URL" in result.output

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from models import analytics_report as report
+from models.access import Scope
 from models.analytics import BUCKETS, NEW, split_touch
 from models.analytics_changes import Kind, Rule, changes
 from models.analytics_report import TouchLift
@@ -24,10 +25,11 @@ from service.api.analytics_schemas import (
     TransitionsPublic,
     WindowPublic,
 )
+from service.api.auth import requires
 from service.api.deps import Context
 from service.api.responses import OrjsonResponse
 
-router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"], dependencies=[requires(Scope.ADMIN)])
 
 Asked = Annotated[Window, Depends(window)]
 

@@ -7,13 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from starlette.responses import Response
 
+from models.access import Scope
 from models.delivery import RetryPolicy
+from service.api.auth import requires
 from service.api.deps import Context
 from service.api.responses import OrjsonResponse
 from service.api.schemas import Problem
 from service.redelivery import redeliver
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhook deliveries"])
+router = APIRouter(
+    prefix="/v1/webhooks", tags=["webhook deliveries"], dependencies=[requires(Scope.ADMIN)]
+)
 
 SubscriptionId = Annotated[str, Path(min_length=1, max_length=128)]
 DeliveryId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]

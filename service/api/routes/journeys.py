@@ -6,10 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
 
+from models.access import Scope
+from service.api.auth import requires
 from service.api.deps import Context
 from service.api.schemas import JourneyPublic, Problem
 
-router = APIRouter(prefix="/v1", tags=["journeys"])
+router = APIRouter(prefix="/v1", tags=["journeys"], dependencies=[requires(Scope.READ)])
 
 CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
 

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from models.access import Scope
 from models.events import event_json_schema
+from service.api.auth import requires_unless_open
 from service.api.deps import Context
 from service.api.exposition import expose
 from service.api.recommendation_schemas import RecommendationsPublic
@@ -62,7 +64,7 @@ async def get_recommendations_schema() -> OrjsonResponse:
     return OrjsonResponse(schema, media_type="application/schema+json")
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[requires_unless_open(Scope.ADMIN)])
 async def get_metrics(ctx: Context) -> Response:
     await ctx.journey_gauges.refresh()
     return Response(expose(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 
+from models.access import Scope
 from models.predictions import explain, point
+from service.api.auth import requires
 from service.api.deps import Context
 from service.api.schemas import (
     AbandonmentPublic,
@@ -27,6 +29,7 @@ CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
 @router.get(
     "/customers/{customer_id:path}/predictions",
     summary="Abandonment risk and next-stage probabilities, recomputed now",
+    dependencies=[requires(Scope.READ)],
     responses={404: {"model": Problem, "description": "No event seen for this customer"}},
 )
 async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsPublic:
@@ -54,7 +57,11 @@ async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsP
     )
 
 
-@router.get("/models", summary="Each model's version, samples learned and progressive metrics")
+@router.get(
+    "/models",
+    summary="Each model's version, samples learned and progressive metrics",
+    dependencies=[requires(Scope.ADMIN)],
+)
 async def list_models(ctx: Context) -> ModelsPublic:
     snapshot = await ctx.snapshots.fetch(blob=False)
     await ctx.scorer.refresh()

@@ -8,16 +8,18 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.access import Scope
 from models.events import Identifier
 from models.recommend import Context as PageContext
 from service.api import recommendation_query as query
+from service.api.auth import requires
 from service.api.context import ApiContext
 from service.api.deps import Context
 from service.api.recommendation_schemas import BatchRecommendationsPublic, RecommendationsPublic
 from service.api.recommender import Ask
 from service.api.responses import OrjsonResponse
 
-router = APIRouter(prefix="/v1", tags=["recommendations"])
+router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[requires(Scope.READ)])
 
 
 class BatchRequest(BaseModel):

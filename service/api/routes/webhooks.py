@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
+from models.access import Scope
 from models.webhooks import Filter, Subscription
+from service.api.auth import requires
 from service.api.context import ApiContext
 from service.api.deps import Context
 from service.api.schemas import Problem, ValidationProblem
@@ -32,7 +34,7 @@ from service.targets import TargetRefused, check_target
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["webhooks"])
+router = APIRouter(prefix="/v1", tags=["webhooks"], dependencies=[requires(Scope.ADMIN)])
 
 WebhookId = Annotated[str, Path(min_length=1, max_length=64)]
 _Error = tuple[tuple[str | int, ...], str, str]

@@ -47,9 +47,17 @@ function duration(seconds) {
   return (seconds / 3600).toFixed(1) + " h";
 }
 
+// With API keys required, the page reads with an admin key the user types in; it stays in
+// this tab's session storage only.
+const KEY_ITEM = "parcours.apiKey";
+
 async function getJSON(path, params) {
   const query = params && params.toString() ? "?" + params.toString() : "";
-  const response = await fetch(path + query, { headers: { accept: "application/json" } });
+  const headers = { accept: "application/json" };
+  const key = window.sessionStorage.getItem(KEY_ITEM);
+  if (key) headers["x-api-key"] = key;
+  const response = await fetch(path + query, { headers });
+  if (response.status === 401 || response.status === 403) byId("key-form").hidden = false;
   if (!response.ok) {
     const error = new Error(path + ": HTTP " + response.status);
     error.status = response.status;
@@ -357,6 +365,13 @@ function loop() {
     .finally(() => window.setTimeout(loop, REFRESH_MS));
 }
 
+byId("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  window.sessionStorage.setItem(KEY_ITEM, byId("key-input").value.trim());
+  byId("key-input").value = "";
+  byId("key-form").hidden = true;
+  refresh();
+});
 byId("customer-id").value = customerId;
 byId("customer-form").addEventListener("submit", (event) => {
   event.preventDefault();
