@@ -72,6 +72,7 @@ class _Folded:
     moves: list[tuple[str, str]] = field(default_factory=list)  # (stage left, stage entered)
     stored_stage: str | None = None  # the stage of the journey as loaded
     facts: list[Fact] = field(default_factory=list)
+    erased: int = 0  # events of an erased customer, dropped while the erasure is held
 
 
 class StateUpdater:
@@ -217,6 +218,8 @@ class StateUpdater:
 
     def _fold_customer(self, stored: Stored, items: list[tuple[Event, Record]]) -> _Folded:
         """Apply in place on a freshly decoded state; the decoded state is ours alone."""
+        if stored.erased:  # nothing of theirs is kept, learned from or triggered on
+            return _Folded(rev=stored.rev, erased=len(items))
         result = _Folded(_decoded(stored), rev=stored.rev)
         result.stored_stage = result.state.stage if result.state is not None else None
         labelling, catalog, triggering = self._labelling, self._catalog, self._triggering
@@ -293,13 +296,14 @@ class StateUpdater:
         metrics = self._metrics
         now = self._clock()
         applied_types: dict[str, int] = {}
-        redelivered = duplicates = 0
+        redelivered = duplicates = erased = 0
         oldest: dict[int, int] = {}  # per partition: the oldest Kafka timestamp applied
         oldest_event: dict[int, int] = {}  # and the oldest event time
         moves: Counter[tuple[str, str]] = Counter()
         for result in folded:
             redelivered += result.redelivered
             duplicates += result.duplicates
+            erased += result.erased
             moves.update(result.moves)
             for event, record in result.applied:
                 applied_types[event.type] = applied_types.get(event.type, 0) + 1
@@ -325,6 +329,8 @@ class StateUpdater:
             metrics.deduplicated.labels("redelivered").inc(redelivered)
         if duplicates:
             metrics.deduplicated.labels("duplicate_event_id").inc(duplicates)
+        if erased:
+            metrics.suppressed.labels("erased").inc(erased)
         for reason, count in Counter(letter.reason for letter in letters).items():
             metrics.dead_lettered.labels(reason).inc(count)
 

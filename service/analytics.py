@@ -172,6 +172,29 @@ class AnalyticsStore:
             raise StoreUnavailable(f"reading analytics: {exc}") from exc
         return {int(p): int(t) for p, t in raw.items()}
 
+    async def pending_of(self, customer_id: str) -> str | None:
+        """The customer's unresolved outcome record (deadlines and their last touchpoints)."""
+        try:
+            raw = await self._redis.hget(self._keys[2], customer_id)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading analytics: {exc}") from exc
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def erase_customer(self, customer_id: str, partitions: int) -> bool:
+        """Drop the customer's unresolved outcome record and its deadlines (on `partitions`):
+        their exit or abandonment is then not counted. The counters and HyperLogLogs already
+        counted hold no id that can be read back."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hdel(self._keys[2], customer_id)
+                for p in range(partitions):
+                    pipe.zrem(f"{self.base}exits:{p}", customer_id)
+                    pipe.zrem(f"{self.base}carts:{p}", customer_id)
+                replies = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"erasing analytics: {exc}") from exc
+        return bool(replies[0])
+
 
 def covering(bucket: Bucket, starts: Sequence[int]) -> list[str]:
     """The buckets (`h:<start>`, `d:<start>`) holding exactly the ascending `starts`: each

@@ -13,7 +13,7 @@ Keys under `<prefix>:{webhooks}:`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -21,6 +21,13 @@ from models.delivery import AttemptRecord, PendingDelivery
 from service.errors import StoreUnavailable
 from service.keyspace import WEBHOOKS_TAG
 from service.store import REDIS_ERRORS, RedisClient
+
+
+class CustomerDeliveries(NamedTuple):
+    parked: list[PendingDelivery]
+    dead: list[tuple[str, PendingDelivery]]
+    """(the key it is kept under, the delivery)"""
+
 
 _CLAIM: Final = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -168,6 +175,52 @@ class DeliveryStore:
     async def forget_breaker(self, subscription_id: str) -> None:
         forget = self._redis.hdel(self._base + "breakers", subscription_id)
         await self._run("forgetting a breaker", forget)
+
+    async def of_customer(self, customer_id: str) -> CustomerDeliveries:
+        """Deliveries held about one customer: parked ones and dead ones (with their trigger,
+        payload included). The attempt log names triggers, not customers."""
+        try:
+            parked_raw = await self._redis.hgetall(self._parked_data)
+            dead_keys = [k async for k in self._redis.scan_iter(match=f"{self._base}dead:*")]
+            dead_raw = await self._redis.mget(dead_keys) if dead_keys else []
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading a customer's deliveries: {exc}") from exc
+        parked = [PendingDelivery.from_json(raw) for raw in parked_raw.values()]
+        dead = [
+            (key, PendingDelivery.from_json(raw))
+            for key, raw in zip(dead_keys, dead_raw, strict=True)
+            if raw is not None
+        ]
+        return CustomerDeliveries(
+            parked=[d for d in parked if d.trigger.customer_id == customer_id],
+            dead=[(k, d) for k, d in dead if d.trigger.customer_id == customer_id],
+        )
+
+    async def erase_customer(self, customer_id: str) -> int:
+        """Drop the customer's parked and dead deliveries and their triggers' attempt-log
+        lines; returns how many deliveries went."""
+        held = await self.of_customer(customer_id)
+        triggers = {d.trigger.id for d in held.parked} | {d.trigger.id for _, d in held.dead}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for delivery in held.parked:
+                    pipe.zrem(self._parked, delivery.delivery_id)
+                    pipe.hdel(self._parked_data, delivery.delivery_id)
+                for key, _ in held.dead:
+                    pipe.delete(key)
+                await pipe.execute()
+            if triggers:
+                await self._forget_attempts(triggers)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"erasing a customer's deliveries: {exc}") from exc
+        return len(held.parked) + len(held.dead)
+
+    async def _forget_attempts(self, triggers: set[str]) -> None:
+        async for log in self._redis.scan_iter(match=f"{self._base}log:*"):
+            for line in await self._redis.lrange(log, 0, -1):
+                if AttemptRecord.decode(line).get("trigger_id") in triggers:
+                    text = line.decode() if isinstance(line, bytes) else line
+                    await self._redis.lrem(log, 0, text)
 
     def _dead_key(self, subscription_id: str, delivery_id: str) -> str:
         return f"{self._base}dead:{subscription_id}:{delivery_id}"

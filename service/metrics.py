@@ -97,6 +97,11 @@ class ConsumerMetrics(RunnerMetrics):
             "Events skipped as already applied (redelivered offset or repeated event_id).",
             ["reason"], registry=registry,
         )  # fmt: skip
+        self.suppressed = Counter(
+            "parcours_events_suppressed_total",
+            "Valid events not applied on purpose (erased: the customer's erasure is held).",
+            ["reason"], registry=registry,
+        )  # fmt: skip
         self.dead_lettered = Counter(
             "parcours_events_dead_lettered_total", "Records sent to the dead-letter topic.",
             ["reason"], registry=registry,

@@ -299,6 +299,15 @@ class WebhookSettings(_Group):
     metrics_port: int = Field(default=9466, ge=0, le=65535, description="0 disables")
 
 
+class PrivacySettings(_Group):
+    erasure_hold_days: float = Field(
+        default=30,
+        gt=0,
+        description="after an erasure, the customer's events are dropped this long (late and "
+        "replayed ones must not rebuild a profile)",
+    )
+
+
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -325,6 +334,7 @@ class Settings(BaseSettings):
     analytics: AnalyticsSettings = AnalyticsSettings()
     triggers: TriggerSettings = TriggerSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    privacy: PrivacySettings = PrivacySettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

@@ -184,6 +184,36 @@ return conflicts
 """
 )
 
+ERASED: Final = b"erased"
+"""What an erased customer's journey key holds (after its revision) until the hold ends."""
+
+_ERASE: Final = """
+-- KEYS: journey, label book; ARGV: gauge base, member, hold ms, #stages, the marker, the
+-- stages, then the due keys.
+local current = redis.call('GET', KEYS[1])
+local rev = current and string.match(current, '^(%d+) ') or '0'
+local held = current ~= nil and current ~= false and string.sub(current, #rev + 2) == ARGV[5]
+redis.call('SET', KEYS[1], (tonumber(rev) + 1) .. ' ' .. ARGV[5], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+local base, member, n = ARGV[1], ARGV[2], tonumber(ARGV[4])
+for i = 6, 5 + n do redis.call('ZREM', base .. 'in:' .. ARGV[i], member) end
+local values, totals = base .. 'cartv', base .. 'totals'
+local before = redis.call('HGET', values, member)
+if before then
+  local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
+  redis.call('HINCRBY', totals, 'carts', -1)
+  redis.call('HINCRBY', totals, 'cents', 0 - tonumber(c))
+  redis.call('HINCRBY', totals, 'risk', 0 - tonumber(r))
+  redis.call('HDEL', values, member)
+end
+redis.call('ZREM', base .. 'carts', member)
+for i = 6 + n, #ARGV do redis.call('ZREM', ARGV[i], member) end
+if current and not held then return 1 end
+return 0
+"""
+"""Erase one customer in their journey tag: the journey becomes an `erased` marker that
+expires after the hold, and the label book, deadline entries and gauge entries go."""
+
 _ADVANCE: Final = """
 local out = {}
 for i = 1, #ARGV, 2 do
@@ -207,6 +237,8 @@ class Stored(NamedTuple):
     state: bytes | None
     rev: int
     labels: bytes | None = None
+    erased: bool = False
+    """the customer was erased and is held: their events must not recreate a journey"""
 
 
 class LabelWrite(NamedTuple):
@@ -237,11 +269,12 @@ class JourneyGauges(NamedTuple):
 
 
 def split_value(raw: bytes | str | None) -> tuple[int, bytes | None]:
-    """`b"<rev> <json>"` into its revision and state bytes; a missing key is revision 0."""
+    """`b"<rev> <json>"` into its revision and state bytes; a missing key is revision 0 and an
+    erased one has no state."""
     if raw is None:
         return 0, None
     rev, _, state = (raw.encode() if isinstance(raw, str) else raw).partition(b" ")
-    return int(rev), state
+    return int(rev), None if state == ERASED else state
 
 
 class JourneyStore:
@@ -258,6 +291,7 @@ class JourneyStore:
         self._save_with_labels = redis.register_script(_SAVE_WITH_LABELS)
         self._advance = redis.register_script(_ADVANCE)
         self._read_gauges = redis.register_script(GAUGES_READ)
+        self._erase = redis.register_script(_ERASE)
 
     def _tag_base(self, shard: int) -> str:
         """`<prefix>:{j<shard>}:`, which every key of that journey tag starts with."""
@@ -302,8 +336,10 @@ class JourneyStore:
         n = len(customer_ids)
         books: list[Any] = values[n:] if with_labels else [None] * n
         return [
-            Stored(state, rev, book)
-            for (rev, state), book in zip(map(split_value, values[:n]), books, strict=True)
+            Stored(state, rev, book, raw is not None and state is None)
+            for raw, (rev, state), book in zip(
+                values[:n], map(split_value, values[:n]), books, strict=True
+            )
         ]
 
     async def save_many(self, writes: Sequence[Write]) -> list[int]:
@@ -438,6 +474,30 @@ class JourneyStore:
         pairs = [pair for reply in replies for pair in reply]
         earliest = pairs if self._shards == 1 else heapq.nsmallest(limit, pairs, key=_score)
         return [m.decode() if isinstance(m, bytes) else str(m) for m, _ in earliest]
+
+    async def erase(
+        self, customer_id: str, *, stages: Sequence[str], partitions: int, hold_ms: int
+    ) -> bool:
+        """Erase the journey, label book, deadlines and gauge entries of one customer, and hold
+        the erasure for `hold_ms` (their events are then dropped); True if a journey existed."""
+        base = self._base(customer_id)
+        args: list[str | int | bytes] = [f"{base}g:", customer_id, hold_ms, len(stages), ERASED]
+        args += stages
+        args += [self.due_key(customer_id, p) for p in range(partitions)]
+        keys = [self.key(customer_id), self.labels_key(customer_id)]
+        try:
+            existed = await self._erase(keys=keys, args=args)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"erasing a journey: {exc}") from exc
+        return bool(existed)
+
+    async def erased(self, customer_id: str) -> bool:
+        """Whether the customer's erasure is still held."""
+        try:
+            raw = await self._redis.get(self.key(customer_id))
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading a journey: {exc}") from exc
+        return raw is not None and split_value(raw)[1] is None
 
     async def get(self, customer_id: str) -> JourneyState | None:
         """One customer's journey, or None if Parcours has never seen them."""

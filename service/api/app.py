@@ -34,6 +34,7 @@ from service.api.routes import (
     meta,
     page,
     predictions,
+    privacy,
     recommendations,
     webhooks,
 )
@@ -158,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     routers = (
         events, journeys, predictions, recommendations, webhooks, deliveries, analytics, keys,
-        meta, page,
+        privacy, meta, page,
     )  # fmt: skip
     for router in (module.router for module in routers):
         app.include_router(router)

@@ -81,6 +81,7 @@ class Worker:
         idle_advance_after_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         triggering: Triggering | None = None,
+        analytics: AnalyticsRecording | None = None,
     ) -> StateUpdater:
         """An updater that also records labels, attaches scores and sweeps deadlines."""
         models = self.settings.models
@@ -95,7 +96,7 @@ class Worker:
             clock=clock,
             triggering=triggering,
         )
-        return self.updater(labelling=labelling, triggering=triggering)
+        return self.updater(labelling=labelling, triggering=triggering, analytics=analytics)
 
     def analytics(self) -> AnalyticsRecording:
         """Analytics recording as `parcours consume` wires it from the settings."""

@@ -40,6 +40,8 @@ SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/v1/analytics/channels"): Scope.ADMIN,
     ("GET", "/v1/analytics/changes"): Scope.ADMIN,
     ("GET", "/v1/analytics/live"): Scope.ADMIN,
+    ("GET", "/v1/customers/{customer_id:path}/export"): Scope.ADMIN,
+    ("DELETE", "/v1/customers/{customer_id:path}"): Scope.ADMIN,
     ("POST", "/v1/keys"): Scope.ADMIN,
     ("GET", "/v1/keys"): Scope.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Scope.ADMIN,
