@@ -218,8 +218,10 @@ class Labelling:
             for customer, loaded in zip(pending, stored, strict=True):
                 book = decode_book(loaded.labels)
                 state_bytes = None
-                if loaded.state is not None:
-                    state = decode_state(loaded.state)
+                state = decode_state(loaded.state) if loaded.state is not None else None
+                if state is not None and not state.personalization:
+                    book = LabelBook()  # opted out: nothing is learned or triggered from them
+                elif state is not None:
                     resolved = self._labeler.expire(book, state, until)
                     samples += resolved
                     if self._triggering is not None and resolved:

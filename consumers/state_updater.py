@@ -263,18 +263,19 @@ class StateUpdater:
                     analytics.observe(
                         result.facts, before, result.state, event, record.partition, record.offset
                     )
+                personal = result.state.personalization  # consent: no labels, triggers, scores
                 digest = last_digest(result.state) if labelling or triggering else ""
                 resolved: list[Sample] = []
-                if labelling is not None and result.book is not None:
+                if labelling is not None and result.book is not None and personal:
                     resolved = labelling.observe(
                         result.book, prev_stage, result.state, event.type, digest, t, x
                     )
                     result.samples += resolved
-                if triggering is not None:
+                if triggering is not None and personal:
                     result.triggers += triggering.on_event(
                         result.state, prev_stage, cart, event, digest, resolved
                     )
-                if labelling is not None and result.book is not None:
+                if labelling is not None and result.book is not None and personal:
                     result.newest = Point(result.state, x, t)
                     if t > result.latest.get(record.partition, -1):
                         result.latest[record.partition] = t
@@ -284,6 +285,8 @@ class StateUpdater:
                 result.duplicates += 1
         if analytics is not None:
             analytics.finish(result.facts, result.state)
+        if result.state is not None and not result.state.personalization:
+            _forget_personal(result)
         return result
 
     def _rebuild(self, stored: Stored, applied: list[tuple[Event, Record]]) -> JourneyState | None:
@@ -349,6 +352,16 @@ def _newest(folded: Iterable[_Folded]) -> dict[int, int]:
             if t > newest.get(partition, -1):
                 newest[partition] = t
     return newest
+
+
+def _forget_personal(result: _Folded) -> None:
+    """An opted-out customer keeps no scores and no predictions waiting to be learned from."""
+    assert result.state is not None
+    result.state.predictions = None
+    result.state.score_history = []
+    if result.book is not None:
+        result.book = LabelBook()
+    result.newest = None
 
 
 def _decoded(stored: Stored) -> JourneyState | None:

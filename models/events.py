@@ -42,6 +42,7 @@ CANONICAL_TYPES: Final[tuple[str, ...]] = (
     "store_visit",
     "recommendation_view",
     "recommendation_click",
+    "consent_updated",
 )
 """Event types every journey map understands; a map may add its own."""
 
@@ -52,6 +53,9 @@ PRODUCT_TYPES: Final[frozenset[str]] = frozenset(
 
 FEEDBACK_TYPES: Final[frozenset[str]] = frozenset({"recommendation_view", "recommendation_click"})
 """A storefront reporting a served recommendation back; needs `properties.recommendation_id`."""
+
+CONSENT_TYPE: Final = "consent_updated"
+"""The customer gave or withdrew consent to personalization; needs `properties.personalization`."""
 
 TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
 MAX_EXTRA_KEYS: Final = 32
@@ -94,6 +98,11 @@ class EventProperties(BaseModel):
     recommendation_id: Identifier | None = Field(
         default=None, description="The `id` of a served recommendation (feedback events)."
     )
+    personalization: bool | None = Field(
+        default=None,
+        description="consent_updated: false opts the customer out of predictions, "
+        "recommendations and triggers; true opts back in.",
+    )
 
 
 class Event(BaseModel):
@@ -128,7 +137,8 @@ class Event(BaseModel):
         pattern=TYPE_PATTERN,
         description="A canonical type or one the journey map adds. "
         "product_view, add_to_cart and remove_from_cart need properties.product_id; "
-        "recommendation_view and recommendation_click need properties.recommendation_id.",
+        "recommendation_view and recommendation_click need properties.recommendation_id; "
+        "consent_updated needs properties.personalization.",
     )
     channel: Channel
     timestamp: AwareDatetime = Field(description="Event time, RFC 3339 with an offset.")
@@ -202,8 +212,8 @@ class EventDecoder:
         errors: list[dict[str, Any]] = []
         for index, event in enumerate(events):
             try:
+                self.check(event, now_ms, ["body", index])  # first: extras must encode
                 self._check_size(len(event.to_json()), ["body", index])
-                self.check(event, now_ms, ["body", index])
             except InvalidEvent as exc:
                 errors.extend(exc.errors)
                 reason = exc.reason
@@ -231,6 +241,11 @@ class EventDecoder:
             raise InvalidEvent(
                 "invalid_event", [_err([*loc, "properties", "recommendation_id"], msg, "missing")]
             )
+        if props.personalization is None and event.type == CONSENT_TYPE:
+            msg = f"required for {event.type} (true or false)"
+            raise InvalidEvent(
+                "invalid_event", [_err([*loc, "properties", "personalization"], msg, "missing")]
+            )
         extra = props.__pydantic_extra__
         if extra:
             self._check_extras(extra, [*loc, "properties"])
@@ -243,7 +258,11 @@ class EventDecoder:
         if len(extra) > MAX_EXTRA_KEYS:
             msg = f"at most {MAX_EXTRA_KEYS} extra keys are allowed, got {len(extra)}"
             raise InvalidEvent("invalid_event", [_err(loc, msg, "too_many_keys")])
-        size = len(orjson.dumps(extra))
+        try:
+            size = len(orjson.dumps(extra))
+        except orjson.JSONEncodeError as exc:  # integers past 64 bits, nesting past 255
+            msg = f"extra keys must hold 64-bit integers and nest at most 255 deep: {exc}"
+            raise InvalidEvent("invalid_event", [_err(loc, msg, "not_encodable")]) from None
         if size > MAX_EXTRA_BYTES:
             msg = f"extra keys take {size} bytes as JSON; the limit is {MAX_EXTRA_BYTES}"
             raise InvalidEvent("invalid_event", [_err(loc, msg, "too_large")])

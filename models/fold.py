@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
-from models.events import Event
+from models.events import CONSENT_TYPE, Event
 from models.journeymap import METRICS, JourneyMap
 from models.state import (
     CartItem,
@@ -155,6 +155,8 @@ class Fold:
             _remove_from_cart(state, event, t)
         elif kind == "purchase":
             self._purchase(state, event, t)
+        elif kind == CONSENT_TYPE and props.personalization is not None and t >= state.consent_at:
+            state.personalization, state.consent_at = props.personalization, t
         url = props.url
         touchpoints = state.touchpoints
         touchpoints.append(

@@ -268,15 +268,15 @@ def parse_journey_map(text: str, source: str) -> JourneyMap:
     """Parse and validate map text; every problem is reported as `source:line: key: what`."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            raise JourneyMapError(f"{source}: the journey map is empty")
+        _reject_duplicate_keys(root, source)
+        data = yaml.safe_load(text)  # constructing can fail where composing did not (tags)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise JourneyMapError(f"{source}{line}: not valid YAML: {problem}") from None
-    if root is None:
-        raise JourneyMapError(f"{source}: the journey map is empty")
-    _reject_duplicate_keys(root, source)
-    data = yaml.safe_load(text)
     try:
         spec = _MapSpec.model_validate(data)
     except ValidationError as exc:

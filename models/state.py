@@ -99,7 +99,9 @@ class JourneyState:
     from the one before (`models.predictions.remember`). `alerts` remembers which triggers were
     sent (`models.trigger_rules`: once per cart, frequency caps); bookkeeping too.
     `first_channel` is the channel of the customer's first event (None in journeys written
-    before it was kept).
+    before it was kept). `personalization` is the customer's consent as of `consent_at` (event
+    time; the newest consent event wins): without it they get no predictions, personal
+    recommendations or triggers.
     """
 
     customer_id: str
@@ -125,6 +127,8 @@ class JourneyState:
     alerts: dict[str, int] = field(default_factory=dict)
     first_channel: str | None = None
     score_history: list[ScorePoint] = field(default_factory=list)
+    personalization: bool = True
+    consent_at: int = 0
     v: int = SCHEMA_VERSION
 
     def copy(self) -> JourneyState:
@@ -161,6 +165,8 @@ class JourneyState:
             alerts=self.alerts.copy(),
             first_channel=self.first_channel,
             score_history=self.score_history.copy(),
+            personalization=self.personalization,
+            consent_at=self.consent_at,
         )
 
 
@@ -176,7 +182,7 @@ def decode_state(raw: bytes | str) -> JourneyState:
 
 def state_to_dict(state: JourneyState) -> dict[str, Any]:
     cart, purchases, session = state.cart, state.purchases, state.session
-    return {
+    out: dict[str, Any] = {
         "v": state.v,
         "customer_id": state.customer_id,
         "journey_map": state.journey_map,
@@ -209,6 +215,10 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
         "first_channel": state.first_channel,
         "score_history": state.score_history,
     }
+    if state.consent_at:  # most customers never send one: keep their record short
+        out["personalization"] = state.personalization
+        out["consent_at"] = state.consent_at
+    return out
 
 
 def state_from_dict(data: dict[str, Any]) -> JourneyState:
@@ -242,4 +252,6 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         alerts=data.get("alerts") or {},
         first_channel=data.get("first_channel"),
         score_history=[ScorePoint(*row) for row in data.get("score_history") or ()],
+        personalization=data.get("personalization", True),
+        consent_at=data.get("consent_at", 0),
     )

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from models.errors import InvalidEvent
@@ -21,6 +22,7 @@ from service.analytics import analytics_store
 from service.api.auth import refused
 from service.api.context import ApiContext
 from service.api.exposition import api_registry, worker_stopped
+from service.api.http_errors import RouteMethods, http_error
 from service.api.journey_gauges import JourneyGaugeExporter
 from service.api.middleware import MetricsMiddleware
 from service.api.recommender import TRENDING_SLACK, Recommender
@@ -164,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (module.router for module in routers):
         app.include_router(router)
     app.mount("/static", page.static_files, name="static")
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(InvalidEvent, _invalid_event)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Denied, refused)
@@ -172,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(BusUnavailable, _unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _document_event_schema(app)
+    app.state.route_methods = RouteMethods.of(app)
     return app
 
 

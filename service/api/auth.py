@@ -1,6 +1,7 @@
 """The scope each route needs, as a FastAPI dependency: `dependencies=[requires(Scope.READ)]`.
 
-A key is sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. With `api.auth` off
+A key is sent as `Authorization: Bearer <key>` or `X-API-Key: <key>` (if both are sent,
+the `Authorization` header decides). With `api.auth` off
 every request passes (development only). The key's id is kept in `request.state.key_id` for
 the access log; the key itself is never logged.
 """
@@ -8,7 +9,7 @@ the access log; the key itself is never logged.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.params import Depends as DependsParam
@@ -19,9 +20,18 @@ from models.access import Scope
 from service.access import Denied, RateLimited
 from service.api.context import ApiContext
 from service.api.responses import problem
+from service.api.schemas import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer prc_...`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: prc_...`")
+
+GUARDED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No valid API key (see `WWW-Authenticate`)"},
+    403: {"model": Problem, "description": "The key lacks the scope this route needs"},
+    429: {"model": Problem, "description": "The key is over its rate; see `Retry-After`"},
+    503: {"model": Problem, "description": "Redis or Kafka unreachable; see `Retry-After`"},
+}
+"""Answers every key-protected route may give besides its own."""
 
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 Header = Annotated[str | None, Security(_header)]
@@ -42,12 +52,22 @@ def _admitter(scope: Scope, *, skip_when_metrics_open: bool) -> DependsParam:
         context: ApiContext = request.app.state.context
         if context.gate is None or (skip_when_metrics_open and context.settings.api.metrics_open):
             return
-        token = bearer.credentials if bearer is not None else header
+        token = _token(request, header)
         key = await context.gate.admit(token, scope)
         request.state.key_id = key.id
 
     dependency: DependsParam = Depends(admit)
     return dependency
+
+
+def _token(request: Request, header: str | None) -> str | None:
+    """The presented key: an `Authorization` header, when there is one, decides alone (a
+    wrong one is refused even beside a good `X-API-Key`)."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return header
+    scheme, _, credentials = authorization.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else authorization
 
 
 async def refused(request: Request, exc: Exception) -> Response:

@@ -58,6 +58,10 @@ class RecommendationsPublic(BaseModel):
     customer_id: str
     request_id: str = Field(description="also in the X-Request-ID header and in the logs")
     known: bool = Field(description="False: no journey yet, the answer is the cold start")
+    personalized: bool = Field(
+        description="False: unknown, or opted out of personalization (consent_updated); the "
+        "answer is then what any visitor on this page gets"
+    )
     stage: str
     context: Context
     as_of: datetime = Field(description="event time the answer was computed at")
@@ -113,6 +117,7 @@ def render_answer(
     request_id: str,
     *,
     known: bool,
+    personalized: bool,
     stage: str,
     context: Context,
     as_of_ms: int,
@@ -124,6 +129,7 @@ def render_answer(
         "customer_id": customer_id,
         "request_id": request_id,
         "known": known,
+        "personalized": personalized,
         "stage": stage,
         "context": context,
         "as_of": datetime.fromtimestamp(as_of_ms / 1000, UTC),

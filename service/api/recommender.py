@@ -106,7 +106,7 @@ class Recommender:
         assert self._cache is not None
         stored = await self._journeys.load_many([ask.customer_id for ask in asks])
         states = [decode_state(x.state) if x.state is not None else None for x in stored]
-        plans = [self._plan(ask, state) for ask, state in zip(asks, states, strict=True)]
+        plans = [self._plan(ask, _personal(state)) for ask, state in zip(asks, states, strict=True)]
         neighbours, trending = await self._cache.fetch(
             (seed for plan in plans for seed, _ in plan.seeds),
             [None, *(plan.category for plan in plans if plan.category)],
@@ -145,12 +145,14 @@ class Recommender:
         prepared: list[_Prepared] = []
         for ask, view in zip(asks, await self._catalog.read(reads), strict=True):
             state = _journey(view.journey)
+            personal = _personal(state)
             candidates = Candidates(
-                accessories=view.accessories,
+                # seeded by the journey in Redis: none for a customer who opted out
+                accessories=view.accessories if personal is state else (),
                 trending=view.trending,
                 category=view.category,
                 trending_in_category=view.category_trending,
-                exclude=_not_trending(ask, self._plan(ask, state)),
+                exclude=_not_trending(ask, self._plan(ask, personal)),
             )
             prepared.append((state, candidates, view.clock_ms))
         return prepared
@@ -165,9 +167,10 @@ class Recommender:
         version: str,
     ) -> dict[str, Any]:
         now_ms = max(clock_ms, state.last_event_at if state else 0)
-        scores = self._scores(state, now_ms)
+        personal = _personal(state)
+        scores = self._scores(personal, now_ms)
         actions = recommend(
-            state,
+            personal,
             now_ms,
             self._map,
             candidates,
@@ -183,6 +186,7 @@ class Recommender:
             ask.customer_id,
             rid,
             known=state is not None,
+            personalized=personal is not None,
             stage=state.stage if state else self._map.initial_stage,
             context=ask.context,
             as_of_ms=now_ms,
@@ -219,6 +223,11 @@ def _not_trending(ask: Ask, plan: Seeds) -> frozenset[str]:
     """Never suggested as trending: the product on the page, the cart, recent purchases."""
     viewed = {ask.product_id} if ask.product_id else set()
     return plan.cart | plan.bought | viewed
+
+
+def _personal(state: JourneyState | None) -> JourneyState | None:
+    """The journey to personalize with: None for a customer who opted out."""
+    return state if state is not None and state.personalization else None
 
 
 def _journey(raw: bytes | None) -> JourneyState | None:

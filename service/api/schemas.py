@@ -31,8 +31,15 @@ class FieldError(BaseModel):
     type: str
 
 
-class ValidationProblem(BaseModel):
+class FieldProblem(BaseModel):
+    """A refusal naming each field at fault."""
+
     detail: list[FieldError]
+
+
+class ValidationProblem(FieldProblem):
+    """An event refusal: the fields, and one stable reason for the dead-letter counters."""
+
     reason: str
 
 
@@ -126,6 +133,11 @@ class JourneyPublic(BaseModel):
         description="the stored scores over time, oldest first: each point differs from the "
         "one before in stage, most likely next stage, open cart, or risk by 0.05 or more"
     )
+    personalization: bool = Field(
+        description="the customer's consent (consent_updated); false: no scores, personal "
+        "recommendations or triggers"
+    )
+    consent_at: datetime | None = Field(description="when the newest consent event happened")
 
     @classmethod
     def from_state(cls, s: JourneyState) -> JourneyPublic:
@@ -145,6 +157,8 @@ class JourneyPublic(BaseModel):
                     for v in s.stage_history
                 ],
                 "stage_first_entered": {k: _time(v) for k, v in s.stage_first_entered.items()},
+                "personalization": s.personalization,
+                "consent_at": _time(s.consent_at) if s.consent_at else None,
                 "first_event_at": _time(s.first_event_at),
                 "last_event_at": _time(s.last_event_at),
                 "events_applied": s.events_applied,
@@ -239,8 +253,13 @@ class PredictionsPublic(BaseModel):
     customer_id: str
     as_of: datetime = Field(description="event time the features were computed at")
     stage: str
-    abandonment: AbandonmentPublic | None = Field(description="null while the cart is empty")
-    next_stage: NextStagePublic
+    personalized: bool = Field(
+        default=True, description="False: the customer opted out (consent_updated); no scores"
+    )
+    abandonment: AbandonmentPublic | None = Field(
+        description="null while the cart is empty, or when not personalized"
+    )
+    next_stage: NextStagePublic | None = Field(description="null when not personalized")
 
 
 class ModelPublic(BaseModel):

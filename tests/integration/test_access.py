@@ -144,7 +144,8 @@ async def test_public_routes_answer_without_a_key(api: Api) -> None:
     [
         ("Bearer nonsense", "malformed"),
         ("Bearer prc_0123456789ab_" + "a" * 43, "not valid"),
-        ("Basic dXNlcjpwYXNz", "required"),
+        ("Basic dXNlcjpwYXNz", "malformed"),
+        ("Bearer", "required"),
     ],
 )
 async def test_a_bad_or_unknown_key_is_401_naming_why(api: Api, header: str, why: str) -> None:
@@ -152,6 +153,17 @@ async def test_a_bad_or_unknown_key_is_401_naming_why(api: Api, header: str, why
 
     assert response.status_code == 401
     assert why in response.json()["detail"]
+
+
+async def test_a_wrong_authorization_header_is_refused_beside_a_good_x_api_key(api: Api) -> None:
+    good = await _key(api, Scope.READ)
+    headers = {"Authorization": "Bearer prc_0123456789ab_" + "a" * 43, "X-API-Key": good}
+
+    both = await api.client.get("/v1/customers/c-1/journey", headers=headers)
+    alone = await api.client.get("/v1/customers/c-1/journey", headers={"X-API-Key": good})
+
+    assert both.status_code == 401
+    assert alone.status_code == 404
 
 
 async def test_a_right_id_with_a_wrong_secret_is_refused(api: Api) -> None:

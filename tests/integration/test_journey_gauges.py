@@ -11,7 +11,7 @@ from models.gauges import JourneyGauge
 from models.state import JourneyState, decode_state
 from service.learning import live_scorer
 from service.metrics import ModelMetrics
-from service.store import JourneyGauges, JourneyStore, Write
+from service.store import JourneyGauges, JourneyStore, Stored, Write
 from tests.integration.conftest import Worker
 from tests.support import journey_stream, keyed, produce, read_records
 
@@ -87,4 +87,4 @@ async def test_journeys_leave_the_gauges_when_they_expire(worker: Worker) -> Non
     gone = await store.gauges(stages)
     assert sum(gone.customers.values()) == 0
     assert gone[1:] == (0, 0.0, 0.0)
-    assert await store.load_many(["ann", "bob", "cyd"]) == [(None, 0, None)] * 3
+    assert await store.load_many(["ann", "bob", "cyd"]) == [Stored(None, 0)] * 3

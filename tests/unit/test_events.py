@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -452,3 +453,32 @@ def test_timestamp_ms_millisecond_timestamp_exact() -> None:
     event = Event.model_validate(payload(timestamp="2004-01-10T13:37:09.649Z"))
 
     assert event.timestamp_ms == 1_073_741_829_649
+
+
+@pytest.mark.parametrize("props", [{}, {"personalization": None}])
+def test_decode_consent_without_personalization_names_property(
+    decoder: EventDecoder, props: dict[str, Any]
+) -> None:
+    exc = rejection(decoder, raw(payload(type="consent_updated", properties=props)))
+
+    assert locs(exc) == [["properties", "personalization"]]
+
+
+def test_decode_consent_rejects_a_non_boolean_personalization(decoder: EventDecoder) -> None:
+    data = payload(type="consent_updated", properties={"personalization": "maybe"})
+
+    assert locs(rejection(decoder, raw(data))) == [["properties", "personalization"]]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, {"deep": [2**70]}])
+def test_extras_with_integers_past_64_bits_are_refused_naming_properties(
+    decoder: EventDecoder, batch: bool, value: Any
+) -> None:
+    data = json.dumps(with_props(note=value)).encode()
+    body = b"[" + data + b"]" if batch else data
+
+    exc = rejection(decoder, body, batch=batch)
+
+    where = ["body", 0, "properties"] if batch else ["properties"]
+    assert locs(exc) == [where]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -830,3 +831,27 @@ def test_last_digest_is_the_digest_of_the_event_applied_last() -> None:
     for raw in journey_stream(customers=1, events=300):
         state = fold.apply(state, Event.model_validate(raw))
         assert last_digest(state) == event_digest(raw["event_id"])
+
+
+# --- consent ------------------------------------------------------------------------------
+
+
+def test_consent_the_newest_by_event_time_wins_and_survives_storage(
+    fold: Fold, make_event: MakeEvent, ms: Ms
+) -> None:
+    def consent(minutes: float, allowed: bool) -> Event:
+        props = {"personalization": allowed}
+        return make_event(minutes=minutes, type="consent_updated", properties=props)
+
+    fresh = run(fold, [make_event(minutes=0, type="page_view")])
+    opted_out = run(fold, [consent(5, False)], fresh)
+    late_opt_in = run(fold, [consent(3, True)], opted_out)  # older than the opt-out
+    back_in = run(fold, [consent(7, True)], late_opt_in)
+
+    assert fresh.personalization
+    assert fresh.consent_at == 0
+    assert "consent_at" not in orjson.loads(encode_state(fresh))  # never sent: not stored
+    assert (opted_out.personalization, opted_out.consent_at) == (False, ms(5))
+    assert (late_opt_in.personalization, late_opt_in.consent_at) == (False, ms(5))
+    assert (back_in.personalization, back_in.consent_at) == (True, ms(7))
+    assert decode_state(encode_state(opted_out)) == opted_out

@@ -486,3 +486,9 @@ def test_quiet_hours_end_across_midnight_in_their_time_zone() -> None:
     day = QuietHours(12 * 60, 13 * 60, "UTC")  # a lunch break, not spanning midnight
     assert day.ends_at(at("2026-12-01T12:15:00+00:00")) == at("2026-12-01T13:00:00+00:00")
     assert day.ends_at(at("2026-12-01T13:15:00+00:00")) is None
+
+
+@pytest.mark.parametrize("text", ["!0", "name: !!python/object:os.system x\n"])
+def test_a_yaml_tag_safe_loading_refuses_is_a_map_error_naming_file_and_line(text: str) -> None:
+    with pytest.raises(JourneyMapError, match=r"^shop\.yaml:1: not valid YAML"):
+        parse_journey_map(text, "shop.yaml")

@@ -25,11 +25,16 @@ from service.api.analytics_schemas import (
     TransitionsPublic,
     WindowPublic,
 )
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 from service.api.responses import OrjsonResponse
 
-router = APIRouter(prefix="/v1/analytics", tags=["analytics"], dependencies=[requires(Scope.ADMIN)])
+router = APIRouter(
+    prefix="/v1/analytics",
+    tags=["analytics"],
+    dependencies=[requires(Scope.ADMIN)],
+    responses=GUARDED,
+)
 
 Asked = Annotated[Window, Depends(window)]
 

@@ -9,14 +9,17 @@ from starlette.responses import Response
 
 from models.access import Scope
 from models.delivery import RetryPolicy
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 from service.api.responses import OrjsonResponse
 from service.api.schemas import Problem
 from service.redelivery import redeliver
 
 router = APIRouter(
-    prefix="/v1/webhooks", tags=["webhook deliveries"], dependencies=[requires(Scope.ADMIN)]
+    prefix="/v1/webhooks",
+    tags=["webhook deliveries"],
+    dependencies=[requires(Scope.ADMIN)],
+    responses=GUARDED,
 )
 
 SubscriptionId = Annotated[str, Path(min_length=1, max_length=128)]

@@ -9,12 +9,14 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from models.access import Scope
 from models.events import MAX_BATCH
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 from service.api.responses import problem
 from service.api.schemas import EventsAccepted, EventsUnavailable, Problem, ValidationProblem
 
-router = APIRouter(prefix="/v1", tags=["events"], dependencies=[requires(Scope.INGEST)])
+router = APIRouter(
+    prefix="/v1", tags=["events"], dependencies=[requires(Scope.INGEST)], responses=GUARDED
+)
 
 RETRY_AFTER_S = 2
 

@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path
 
 from models.access import Scope
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 from service.api.schemas import JourneyPublic, Problem
 
-router = APIRouter(prefix="/v1", tags=["journeys"], dependencies=[requires(Scope.READ)])
+router = APIRouter(
+    prefix="/v1", tags=["journeys"], dependencies=[requires(Scope.READ)], responses=GUARDED
+)
 
 CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
 

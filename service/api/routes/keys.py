@@ -11,13 +11,15 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.access import ApiKey, Scope, issue
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 from service.api.schemas import Problem
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["keys"], dependencies=[requires(Scope.ADMIN)])
+router = APIRouter(
+    prefix="/v1", tags=["keys"], dependencies=[requires(Scope.ADMIN)], responses=GUARDED
+)
 
 KeyId = Annotated[str, Path(min_length=12, max_length=12, pattern=r"^[0-9a-f]{12}$")]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {

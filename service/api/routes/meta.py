@@ -47,7 +47,18 @@ async def get_readiness(ctx: Context) -> Readiness | Response:
     return OrjsonResponse(body.model_dump(), status_code=503)
 
 
-@router.get("/v1/schema/event", tags=["events"], summary="The event contract as JSON Schema")
+_SCHEMA: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/schema+json": {"schema": {"type": "object"}}}}
+}
+
+
+@router.get(
+    "/v1/schema/event",
+    tags=["events"],
+    summary="The event contract as JSON Schema",
+    response_class=OrjsonResponse,
+    responses=_SCHEMA,
+)
 async def get_event_schema(ctx: Context) -> OrjsonResponse:
     schema: dict[str, Any] = event_json_schema(ctx.journey_map.event_types)
     return OrjsonResponse(schema, media_type="application/schema+json")
@@ -57,6 +68,8 @@ async def get_event_schema(ctx: Context) -> OrjsonResponse:
     "/v1/schema/recommendations",
     tags=["recommendations"],
     summary="The recommendations answer as JSON Schema",
+    response_class=OrjsonResponse,
+    responses=_SCHEMA,
 )
 async def get_recommendations_schema() -> OrjsonResponse:
     schema = RecommendationsPublic.model_json_schema()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path
 
 from models.access import Scope
 from models.predictions import explain, point
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 from service.api.schemas import (
     AbandonmentPublic,
@@ -30,7 +30,7 @@ CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
     "/customers/{customer_id:path}/predictions",
     summary="Abandonment risk and next-stage probabilities, recomputed now",
     dependencies=[requires(Scope.READ)],
-    responses={404: {"model": Problem, "description": "No event seen for this customer"}},
+    responses=GUARDED | {404: {"model": Problem, "description": "No event seen for this customer"}},
 )
 async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsPublic:
     """Scores at the customer's event-time "now": the newest event time on their partition.
@@ -41,6 +41,15 @@ async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsP
     state = await ctx.store.get(customer_id)
     if state is None:
         raise HTTPException(404, f"no journey for customer {customer_id!r}")
+    if not state.personalization:
+        return PredictionsPublic(
+            customer_id=customer_id,
+            as_of=datetime.fromtimestamp(state.last_event_at / 1000, UTC),
+            stage=state.stage,
+            personalized=False,
+            abandonment=None,
+            next_stage=None,
+        )
     await ctx.scorer.refresh()
     watermarks = await ctx.store.watermarks(int(p) for p in state.offsets)
     now_ms = max([state.last_event_at, *watermarks.values()])
@@ -61,6 +70,7 @@ async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsP
     "/models",
     summary="Each model's version, samples learned and progressive metrics",
     dependencies=[requires(Scope.ADMIN)],
+    responses=GUARDED,
 )
 async def list_models(ctx: Context) -> ModelsPublic:
     snapshot = await ctx.snapshots.fetch(blob=False)

@@ -14,15 +14,18 @@ from pydantic import BaseModel, Field
 
 from models.access import Scope
 from models.delivery import PendingDelivery
+from models.events import ID_PATTERN
 from models.state import decode_state
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["privacy"], dependencies=[requires(Scope.ADMIN)])
+router = APIRouter(
+    prefix="/v1", tags=["privacy"], dependencies=[requires(Scope.ADMIN)], responses=GUARDED
+)
 
-CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
+CustomerId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 NOT_HELD_HERE = (
     "Kafka keeps the raw events, training samples and triggers for the topics' retention "

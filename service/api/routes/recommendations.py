@@ -12,14 +12,20 @@ from models.access import Scope
 from models.events import Identifier
 from models.recommend import Context as PageContext
 from service.api import recommendation_query as query
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.context import ApiContext
 from service.api.deps import Context
 from service.api.recommendation_schemas import BatchRecommendationsPublic, RecommendationsPublic
 from service.api.recommender import Ask
 from service.api.responses import OrjsonResponse
+from service.api.schemas import FieldProblem
 
-router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[requires(Scope.READ)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["recommendations"],
+    dependencies=[requires(Scope.READ)],
+    responses=GUARDED | {422: {"model": FieldProblem, "description": "Field-level errors"}},
+)
 
 
 class BatchRequest(BaseModel):

@@ -19,10 +19,10 @@ from fastapi.exceptions import RequestValidationError
 
 from models.access import Scope
 from models.webhooks import Filter, Subscription
-from service.api.auth import requires
+from service.api.auth import GUARDED, requires
 from service.api.context import ApiContext
 from service.api.deps import Context
-from service.api.schemas import Problem, ValidationProblem
+from service.api.schemas import FieldProblem, Problem
 from service.api.webhook_schemas import (
     WebhookCreate,
     WebhookPublic,
@@ -34,7 +34,9 @@ from service.targets import TargetRefused, check_target
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["webhooks"], dependencies=[requires(Scope.ADMIN)])
+router = APIRouter(
+    prefix="/v1", tags=["webhooks"], dependencies=[requires(Scope.ADMIN)], responses=GUARDED
+)
 
 WebhookId = Annotated[str, Path(min_length=1, max_length=64)]
 _Error = tuple[tuple[str | int, ...], str, str]
@@ -43,7 +45,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No subscription with this id"}
 }
 _INVALID: dict[int | str, dict[str, Any]] = {
-    422: {"model": ValidationProblem, "description": "Field-level errors, e.g. a refused URL"}
+    422: {"model": FieldProblem, "description": "Field-level errors, e.g. a refused URL"}
 }
 
 
