@@ -119,6 +119,16 @@ class EmbeddedServer(_Started):
         """The running server's process id (benchmarks read its CPU time from /proc)."""
         return self._process.pid if self._process is not None else None
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers, as in a
+        hung host or a network partition."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""
         if self._process is not None:
@@ -169,15 +179,6 @@ class EmbeddedRedis(EmbeddedServer):
     def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
         super().__init__(port)
         self.persistent = persistent
-
-    def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections stay open but nothing answers."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self._process is not None:
-            self._process.send_signal(signal.SIGCONT)
 
     @property
     def url(self) -> str:
