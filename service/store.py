@@ -53,6 +53,22 @@ end
 """
 """Both save scripts: ARGV[1] is the TTL in ms ('0': none), and `put` writes a key with it."""
 
+_UNCOUNT_CART: Final = """
+local function uncount_cart(base, member)
+  -- take the member's open cart (if any) out of the tag's totals; returns its entry
+  local before = redis.call('HGET', base .. 'cartv', member)
+  if before then
+    local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
+    local totals = base .. 'totals'
+    redis.call('HINCRBY', totals, 'carts', -1)
+    redis.call('HINCRBY', totals, 'cents', 0 - tonumber(c))
+    redis.call('HINCRBY', totals, 'risk', 0 - tonumber(r))
+  end
+  return before
+end
+"""
+"""Shared by the save scripts' gauge upkeep and the erase script."""
+
 _GAUGES: Final = """
 local function gauges(g, written)
   -- ARGV from g: per entry the write's index, customer, tag base, stage, stage left (''),
@@ -72,13 +88,7 @@ local function gauges(g, written)
       end
       redis.call('ZADD', base .. 'in:' .. stage, expires, member)
       local values, totals = base .. 'cartv', base .. 'totals'
-      local before = redis.call('HGET', values, member)
-      if before then
-        local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
-        redis.call('HINCRBY', totals, 'carts', -1)
-        redis.call('HINCRBY', totals, 'cents', 0 - tonumber(c))
-        redis.call('HINCRBY', totals, 'risk', 0 - tonumber(r))
-      end
+      local before = uncount_cart(base, member)
       if cents ~= '0' then
         redis.call('HSET', values, member, cents .. ' ' .. risk)
         redis.call('ZADD', base .. 'carts', expires, member)
@@ -127,6 +137,7 @@ return out
 
 _SAVE: Final = (
     _PUT
+    + _UNCOUNT_CART
     + _GAUGES
     + """
 local conflicts, written = {}, {}
@@ -147,6 +158,7 @@ return conflicts
 
 _SAVE_WITH_LABELS: Final = (
     _PUT
+    + _UNCOUNT_CART
     + _GAUGES
     + """
 local conflicts, written = {}, {}
@@ -187,7 +199,9 @@ return conflicts
 ERASED: Final = b"erased"
 """What an erased customer's journey key holds (after its revision) until the hold ends."""
 
-_ERASE: Final = """
+_ERASE: Final = (
+    _UNCOUNT_CART
+    + """
 -- KEYS: journey, label book; ARGV: gauge base, member, hold ms, #stages, the marker, the
 -- stages, then the due keys.
 local current = redis.call('GET', KEYS[1])
@@ -197,20 +211,13 @@ redis.call('SET', KEYS[1], (tonumber(rev) + 1) .. ' ' .. ARGV[5], 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
 local base, member, n = ARGV[1], ARGV[2], tonumber(ARGV[4])
 for i = 6, 5 + n do redis.call('ZREM', base .. 'in:' .. ARGV[i], member) end
-local values, totals = base .. 'cartv', base .. 'totals'
-local before = redis.call('HGET', values, member)
-if before then
-  local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
-  redis.call('HINCRBY', totals, 'carts', -1)
-  redis.call('HINCRBY', totals, 'cents', 0 - tonumber(c))
-  redis.call('HINCRBY', totals, 'risk', 0 - tonumber(r))
-  redis.call('HDEL', values, member)
-end
+if uncount_cart(base, member) then redis.call('HDEL', base .. 'cartv', member) end
 redis.call('ZREM', base .. 'carts', member)
 for i = 6 + n, #ARGV do redis.call('ZREM', ARGV[i], member) end
 if current and not held then return 1 end
 return 0
 """
+)
 """Erase one customer in their journey tag: the journey becomes an `erased` marker that
 expires after the hold, and the label book, deadline entries and gauge entries go."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 
@@ -51,6 +53,17 @@ class Role:
         if self.process.poll() is None:
             self.kill()
         self._file.close()
+
+
+def wait_healthy(api: Role, base: str, timeout_s: float = 90.0) -> None:
+    """Block until the API at `base` answers `/healthz` (failing with its log if it never does)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, api.output()
+        time.sleep(0.3)
 
 
 EMBEDDED = {"PARCOURS_KAFKA_BOOTSTRAP": "", "PARCOURS_REDIS_URL": ""}

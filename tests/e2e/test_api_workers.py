@@ -12,7 +12,7 @@ import httpx
 
 from service.embedded import free_port
 from tests.conftest import make_settings
-from tests.e2e.conftest import Role
+from tests.e2e.conftest import Role, wait_healthy
 from tests.support import settings_env
 
 REQUESTS = 60
@@ -34,15 +34,7 @@ def test_two_workers_report_every_request_in_one_scrape(
     api = Role(["api", "--workers", "2", "--port", str(port)], env, tmp_path / "api.log")
     roles.append(api)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, api.output()
-        time.sleep(0.3)
+    wait_healthy(api, base)
     time.sleep(2)  # both workers up: uvicorn starts them together, the first answer may be one
 
     for _ in range(REQUESTS):  # a new connection each time, so both workers take some

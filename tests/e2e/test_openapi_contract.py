@@ -7,11 +7,9 @@ Bounded: `EXAMPLES` requests per operation."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -24,7 +22,7 @@ from service.embedded import free_port
 from service.settings import Settings
 from service.store import connect_redis
 from tests.conftest import make_settings
-from tests.e2e.conftest import Role
+from tests.e2e.conftest import Role, wait_healthy
 from tests.support import settings_env
 
 EXAMPLES = 40
@@ -58,15 +56,7 @@ def served(
     env = settings_env(settings) | {"PARCOURS_WEBHOOKS_ALLOW_PRIVATE_TARGETS": "false"}
     api = Role(["api", "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, api.output()
-        time.sleep(0.3)
+    wait_healthy(api, base)
     yield base, key
     api.close()
     assert "Traceback" not in api.output(), api.output()
