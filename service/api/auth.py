@@ -33,6 +33,11 @@ GUARDED: dict[int | str, dict[str, Any]] = {
 }
 """Answers every key-protected route may give besides its own."""
 
+UNROUTABLE: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No route: an id the path cannot carry (a newline)"}
+}
+"""For routes with an id in the path and no 404 of their own."""
+
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 Header = Annotated[str | None, Security(_header)]
 

@@ -16,13 +16,16 @@ from models.access import Scope
 from models.delivery import PendingDelivery
 from models.events import ID_PATTERN
 from models.state import decode_state
-from service.api.auth import GUARDED, requires
+from service.api.auth import GUARDED, UNROUTABLE, requires
 from service.api.deps import Context
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(
-    prefix="/v1", tags=["privacy"], dependencies=[requires(Scope.ADMIN)], responses=GUARDED
+    prefix="/v1",
+    tags=["privacy"],
+    dependencies=[requires(Scope.ADMIN)],
+    responses=GUARDED | UNROUTABLE,
 )
 
 CustomerId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]

@@ -12,7 +12,7 @@ from models.access import Scope
 from models.events import Identifier
 from models.recommend import Context as PageContext
 from service.api import recommendation_query as query
-from service.api.auth import GUARDED, requires
+from service.api.auth import GUARDED, UNROUTABLE, requires
 from service.api.context import ApiContext
 from service.api.deps import Context
 from service.api.recommendation_schemas import BatchRecommendationsPublic, RecommendationsPublic
@@ -24,7 +24,9 @@ router = APIRouter(
     prefix="/v1",
     tags=["recommendations"],
     dependencies=[requires(Scope.READ)],
-    responses=GUARDED | {422: {"model": FieldProblem, "description": "Field-level errors"}},
+    responses=GUARDED
+    | UNROUTABLE
+    | {422: {"model": FieldProblem, "description": "Field-level errors"}},
 )
 
 
