@@ -19,8 +19,18 @@ from typing import Any, Final, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from consumers.experimenting import Experimenting
 from consumers.triggering import Triggering
-from models.labels import LabelBook, Labeler, Sample, decode_book, encode_book, encode_samples
+from models.experiments import due as experiments_due
+from models.labels import (
+    EXPERIMENT_KINDS,
+    LabelBook,
+    Labeler,
+    Sample,
+    decode_book,
+    encode_book,
+    encode_samples,
+)
 from models.predictions import Point, remember
 from models.state import JourneyState, decode_state, encode_state
 from models.triggers import Trigger
@@ -98,9 +108,11 @@ class Labelling:
         idle_advance_after_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         triggering: Triggering | None = None,
+        experimenting: Experimenting | None = None,
     ) -> None:
         self._labeler = labeler
         self._triggering = triggering
+        self._experimenting = experimenting
         self._store = store
         self._samples = samples
         self._metrics = metrics
@@ -148,16 +160,19 @@ class Labelling:
             point.state.predictions = scores
             remember(point.state, scores)
 
-    def finish(self, book: LabelBook, partition: int) -> LabelWrite:
-        """How the book is to be written beside its journey."""
-        return self._label_write(book, partition)
+    def finish(self, book: LabelBook, partition: int, state: JourneyState) -> LabelWrite:
+        """How the book is to be written beside its journey (whose open experiment windows
+        are due in the same deadline index)."""
+        return self._label_write(book, partition, state)
 
     async def publish(self, samples: Sequence[Sample]) -> None:
         """Make samples durable on the samples topic; raises `BusUnavailable` if it cannot."""
         if not samples:
             return
         await self._samples.send(samples)
-        for (kind, outcome), count in Counter(map(_outcome, samples)).items():
+        for (kind, outcome), count in Counter(
+            _outcome(s) for s in samples if s.kind not in EXPERIMENT_KINDS
+        ).items():
             self._metrics.labels_resolved.labels(kind, outcome).inc(count)
 
     async def sweep(self, newest: dict[int, int]) -> None:
@@ -224,15 +239,21 @@ class Labelling:
                 elif state is not None:
                     resolved = self._labeler.expire(book, state, until)
                     samples += resolved
+                    changed = False
                     if self._triggering is not None and resolved:
                         found = self._triggering.on_expired(state, resolved)
-                        if found:  # the caps it passed are recorded in the journey
-                            triggers += found
-                            state_bytes = encode_state(state)
+                        triggers += found
+                        changed = bool(found)  # the caps it passed are recorded in the journey
+                    if self._experimenting is not None:
+                        closed = self._experimenting.expire(state, until)
+                        samples += closed
+                        changed = changed or bool(closed)
+                    if changed:
+                        state_bytes = encode_state(state)
                 else:  # the journey expired: its predictions can never be resolved
                     self._metrics.labels_dropped.inc(len(book.next_stage) + len(book.abandonment))
                     book = LabelBook()
-                label_write = self._label_write(book, partition)
+                label_write = self._label_write(book, partition, state)
                 writes.append(Write(customer, state_bytes, loaded.rev, label_write))
             await self.publish(samples)
             if self._triggering is not None:
@@ -244,10 +265,15 @@ class Labelling:
                 return
         raise WriteConflict(f"{len(pending)} label books kept changing under the sweeper")
 
-    def _label_write(self, book: LabelBook, partition: int) -> LabelWrite:
-        if not book:
-            return LabelWrite(None, None, partition)
-        return LabelWrite(encode_book(book), book.deadline(self._labeler.horizon_ms), partition)
+    def _label_write(
+        self, book: LabelBook, partition: int, state: JourneyState | None
+    ) -> LabelWrite:
+        due = book.deadline(self._labeler.horizon_ms) if book else None
+        if state is not None and state.experiments and state.personalization:
+            window = experiments_due(state.experiments)
+            if window is not None and (due is None or window < due):
+                due = window
+        return LabelWrite(encode_book(book) if book else None, due, partition)
 
 
 def _outcome(sample: Sample) -> tuple[str, str]:

@@ -27,12 +27,13 @@ from aiokafka.structs import ConsumerRecord
 from consumers.analytics_recording import AnalyticsRecording
 from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetter, DeadLetterSink
+from consumers.experimenting import Experimenting
 from consumers.labelling import Labelling
 from consumers.triggering import Triggering
 from models.analytics import Fact
 from models.catalog import CatalogUpdate
 from models.errors import InvalidEvent
-from models.events import FEEDBACK_TYPES, Event, EventDecoder
+from models.events import EXPOSURE_TYPE, FEEDBACK_TYPES, Event, EventDecoder
 from models.fold import Fold, Position, last_digest
 from models.gauges import journey_gauge
 from models.labels import LabelBook, Sample
@@ -92,6 +93,7 @@ class StateUpdater:
         catalog: CatalogLearning | None = None,
         triggering: Triggering | None = None,
         analytics: AnalyticsRecording | None = None,
+        experimenting: Experimenting | None = None,
     ) -> None:
         self._store = store
         self._decoder = decoder
@@ -104,6 +106,7 @@ class StateUpdater:
         self._catalog = catalog
         self._triggering = triggering
         self._analytics = analytics
+        self._experimenting = experimenting if labelling is not None else None
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Make the batch's effect durable in Redis (and the dead-letter topic), or raise."""
@@ -114,6 +117,8 @@ class StateUpdater:
         labelling = self._labelling
         if labelling is not None:
             await labelling.refresh()
+        if self._experimenting is not None:
+            await self._experimenting.refresh()
         for _ in range(self._max_attempts):
             stored = await self._store.load_many(pending, with_labels=labelling is not None)
             attempt = {
@@ -123,6 +128,7 @@ class StateUpdater:
             if labelling is not None:
                 labelling.attach_scores([r.newest for r in attempt.values() if r.newest])
             triggers = self._collect_triggers(attempt.values())
+            self._announce(attempt.values())
             writes = [
                 self._write(customer, result)
                 for customer, result in attempt.items()
@@ -155,6 +161,14 @@ class StateUpdater:
                 result.triggers += triggering.on_scored(result.state, result.newest.at)
             found += result.triggers
         return found
+
+    def _announce(self, results: Iterable[_Folded]) -> None:
+        """Exposures recorded in this batch (events or triggers) leave as samples."""
+        if self._experimenting is None:
+            return
+        for result in results:
+            if result.applied and result.state is not None and result.state.personalization:
+                result.samples += self._experimenting.announce(result.state)
 
     async def _before_writing(self, results: Iterable[_Folded], triggers: list[Trigger]) -> None:
         """Everything the journey write will account for is made durable first, concurrently:
@@ -197,7 +211,7 @@ class StateUpdater:
         labels: LabelWrite | None = None
         if self._labelling is not None and result.book is not None:
             partition = result.applied[-1][1].partition
-            labels = self._labelling.finish(result.book, partition)
+            labels = self._labelling.finish(result.book, partition, result.state)
         gauge = journey_gauge(result.state, result.stored_stage)
         return Write(customer, encode_state(result.state), result.rev, labels, gauge)
 
@@ -223,12 +237,13 @@ class StateUpdater:
         result = _Folded(_decoded(stored), rev=stored.rev)
         result.stored_stage = result.state.stage if result.state is not None else None
         labelling, catalog, triggering = self._labelling, self._catalog, self._triggering
-        analytics = self._analytics
+        analytics, experimenting = self._analytics, self._experimenting
         if labelling is not None:
             result.book = labelling.book(stored.labels)
         for event, record in items:
             position = Position(record.partition, record.offset)
             prev_stage = result.state.stage if result.state is not None else None
+            behaviour = event.type != EXPOSURE_TYPE  # an exposure is bookkeeping only
             try:
                 cart: dict[str, CartItem] = {}
                 if result.state is not None and (catalog or triggering):
@@ -236,10 +251,12 @@ class StateUpdater:
                 lesson = None
                 if catalog is not None:
                     lesson = catalog.lesson(cart, event, record.partition, record.offset)
-                before = analytics.before(result.facts, result.state, event) if analytics else None
+                before = None
+                if analytics is not None and behaviour:
+                    before = analytics.before(result.facts, result.state, event)
                 result.state, skipped = self._fold.step_owned(result.state, event, position)
                 t = event.timestamp_ms
-                if labelling is not None and skipped is None:
+                if labelling is not None and skipped is None and behaviour:
                     x = labelling.features(result.state, t)
             except Exception as exc:  # a fold bug must not stall the partition
                 logger.exception(
@@ -259,11 +276,16 @@ class StateUpdater:
                     result.moves.append((prev_stage or NEW_CUSTOMER, result.state.stage))
                 if lesson is not None:
                     result.lessons.append(lesson)
-                if analytics is not None:
+                if analytics is not None and behaviour:
                     analytics.observe(
                         result.facts, before, result.state, event, record.partition, record.offset
                     )
                 personal = result.state.personalization  # consent: no labels, triggers, scores
+                if experimenting is not None and personal:
+                    started = prev_stage is None
+                    result.samples += experimenting.on_event(result.state, started, event.type, t)
+                if not behaviour:
+                    continue
                 digest = last_digest(result.state) if labelling or triggering else ""
                 resolved: list[Sample] = []
                 if labelling is not None and result.book is not None and personal:

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from consumers.analytics_recording import analytics_recording
 from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetterSink
+from consumers.experimenting import Experimenting
 from consumers.labelling import Labelling, SampleSink
 from consumers.state_updater import StateUpdater
 from consumers.triggering import Triggering
@@ -18,11 +19,13 @@ from consumers.worker import run_handler, worker_io
 from models.journeymap import JourneyMap
 from models.trigger_rules import Caps
 from service.catalog import catalog_store
+from service.experiments import ExperimentBook, ExperimentStore
 from service.journey import build_decoder, build_fold
 from service.learning import build_labeler, live_scorer
 from service.metrics import ConsumerMetrics, ModelMetrics
+from service.scoring import LiveScorer
 from service.settings import Settings
-from service.store import JourneyStore, journey_store
+from service.store import JourneyStore, RedisClient, journey_store
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,13 @@ async def run_state_consumer(
         dead_letters = DeadLetterSink(
             io.producer, kafka.dead_letter_topic, group=group, timeout_s=kafka.produce_timeout_s
         )
+        scorer = None
+        experimenting = None
+        if settings.models.enabled:
+            scorer = live_scorer(
+                store.redis, settings.redis, settings.models, fold.map, ModelMetrics(registry)
+            )
+            experimenting = _experimenting(settings, io.redis, metrics, fold.map, scorer)
         triggering = None
         if settings.triggers.enabled:
             triggering = Triggering(
@@ -57,11 +67,12 @@ async def run_state_consumer(
                 caps=Caps(fold.map.trigger_caps),
                 at_risk_threshold=settings.triggers.at_risk_threshold,
                 timeout_s=kafka.produce_timeout_s,
+                experimenting=experimenting,
             )
         labelling = None
-        if settings.models.enabled:
+        if scorer is not None:
             labelling = _labelling(
-                settings, store, io.producer, metrics, registry, fold.map, triggering
+                settings, store, io.producer, metrics, scorer, triggering, experimenting
             )
         catalog = None
         if settings.recommend.catalog_enabled:
@@ -84,6 +95,7 @@ async def run_state_consumer(
             catalog=catalog,
             triggering=triggering,
             analytics=analytics,
+            experimenting=experimenting,
         )
         logger.info(
             "state consumer starting: topic %s, group %s, journey map %s",
@@ -100,12 +112,11 @@ def _labelling(
     store: JourneyStore,
     producer: AIOKafkaProducer,
     metrics: ConsumerMetrics,
-    registry: CollectorRegistry,
-    journey_map: JourneyMap,
+    scorer: LiveScorer,
     triggering: Triggering | None,
+    experimenting: Experimenting | None,
 ) -> Labelling:
     models = settings.models
-    scorer = live_scorer(store.redis, settings.redis, models, journey_map, ModelMetrics(registry))
     return Labelling(
         build_labeler(models),
         store,
@@ -117,4 +128,29 @@ def _labelling(
         idle_advance_after_s=models.idle_advance_after_s,
         max_conflict_retries=settings.consumer.max_conflict_retries,
         triggering=triggering,
+        experimenting=experimenting,
+    )
+
+
+def _experimenting(
+    settings: Settings,
+    redis: RedisClient,
+    metrics: ConsumerMetrics,
+    journey_map: JourneyMap,
+    scorer: LiveScorer,
+) -> Experimenting:
+    """Experiments decide with the served snapshot's bandits and resolve with the labels."""
+    config = settings.experiments
+    book = ExperimentBook(
+        ExperimentStore(redis, prefix=settings.redis.key_prefix),
+        refresh_s=config.refresh_s,
+        initial_stage=journey_map.initial_stage,
+    )
+    return Experimenting(
+        book,
+        lambda: scorer.training.experiments,
+        metrics,
+        holdout=config.holdout,
+        holdout_window_ms=config.holdout_window_s * 1000,
+        holdout_success=[config.holdout_success],
     )

@@ -26,6 +26,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Gauge
 
 from consumers.deadletter import DeadLetter, DeadLetterSink
+from models.experiment_stats import probability_best
 from models.labels import Sample
 from models.snapshot import dump_snapshot, load_snapshot
 from models.training import TrainingState
@@ -80,6 +81,7 @@ class Trainer:
         self._unpublished = 0
         self._oldest_unpublished = None
         self._export()
+        self._export_experiments()
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         letters: list[DeadLetter] = []
@@ -125,6 +127,7 @@ class Trainer:
         self.version = await self._snapshots.publish(blob, meta, replaces=self.version)
         self._metrics.published.inc()
         self._metrics.snapshot_bytes.set(len(blob))
+        self._export_experiments()
         if self._oldest_unpublished is not None:
             self._metrics.label_to_snapshot.observe(time.time() - self._oldest_unpublished)
         self._unpublished = 0
@@ -173,6 +176,19 @@ class Trainer:
             self._metrics.rolling_samples.labels(name).set(summary["rolling_samples"])
             self._show(self._metrics.progressive, name, summary["metrics"])
             self._show(self._metrics.rolling, name, summary["rolling_metrics"])
+
+    def _export_experiments(self) -> None:
+        """Tallies and the probability of being best, per experiment variant, as of the
+        snapshot just restored or published (the draws are too dear for every batch)."""
+        metrics = self._metrics
+        for experiment, arms in self.state.experiments.arms.items():
+            for variant, arm in arms.items():
+                counts = metrics.experiment_arms
+                counts.labels(experiment, variant, "exposures").set(arm.exposures)
+                counts.labels(experiment, variant, "resolved").set(arm.resolved)
+                counts.labels(experiment, variant, "conversions").set(arm.conversions)
+            for variant, p in probability_best(arms).items():
+                metrics.experiment_best.labels(experiment, variant).set(p)
 
     def _show(self, gauge: Gauge, model: str, values: dict[str, float]) -> None:
         """Set `gauge{model, metric}` per value, and drop the metrics no longer defined (ROC AUC

@@ -6,7 +6,8 @@ abandoned by a late event), per scored journey (cart at risk) and per sweep (car
 deadline the watermark passed). Frequency caps are checked against, and recorded in, the
 journey's `alerts`, which the same atomic write stores. Publishing comes first: a crash
 before the write repeats the triggers with the same ids (receivers deduplicate by id), and
-none is ever lost.
+none is ever lost. Customers in the personalization holdout get no triggers; the others get
+their experiment variants in the payload (`consumers.experimenting`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer
 
+from consumers.experimenting import Experimenting
 from models.events import Event
 from models.labels import Sample
 from models.state import CartItem, JourneyState
@@ -37,6 +39,7 @@ class Triggering:
         caps: Caps,
         at_risk_threshold: float,
         timeout_s: float,
+        experimenting: Experimenting | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -44,6 +47,7 @@ class Triggering:
         self._caps = caps
         self._threshold = at_risk_threshold
         self._timeout_s = timeout_s
+        self._experimenting = experimenting
 
     def on_event(
         self,
@@ -80,11 +84,17 @@ class Triggering:
             self._metrics.triggers.labels(kind).inc(count)
 
     def _admit(self, state: JourneyState, found: Sequence[Trigger | None]) -> list[Trigger]:
+        """What passes the holdout and the caps, with the customer's experiment variants."""
         passed: list[Trigger] = []
+        experimenting = self._experimenting
         for trigger in found:
             if trigger is None:
                 continue
-            if self._caps.admit(state, trigger):
+            if experimenting is not None and experimenting.held_out(state.customer_id):
+                self._metrics.triggers_held_out.labels(trigger.type).inc()
+            elif self._caps.admit(state, trigger):
+                if experimenting is not None:
+                    trigger = experimenting.on_trigger(state, trigger)
                 passed.append(trigger)
             else:
                 self._metrics.triggers_capped.labels(trigger.type).inc()

@@ -43,6 +43,7 @@ CANONICAL_TYPES: Final[tuple[str, ...]] = (
     "recommendation_view",
     "recommendation_click",
     "consent_updated",
+    "experiment_exposure",
 )
 """Event types every journey map understands; a map may add its own."""
 
@@ -53,6 +54,10 @@ PRODUCT_TYPES: Final[frozenset[str]] = frozenset(
 
 FEEDBACK_TYPES: Final[frozenset[str]] = frozenset({"recommendation_view", "recommendation_click"})
 """A storefront reporting a served recommendation back; needs `properties.recommendation_id`."""
+
+EXPOSURE_TYPE: Final = "experiment_exposure"
+"""A customer was shown an experiment's variant; needs `properties.exposure`. Bookkeeping: it
+opens the experiment's outcome window and is not a touchpoint of the journey."""
 
 CONSENT_TYPE: Final = "consent_updated"
 """The customer gave or withdrew consent to personalization; needs `properties.personalization`."""
@@ -83,6 +88,20 @@ ID_PATTERN: Final = r"^[^\x00-\x1f\x7f]+$"
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 
+class Exposure(BaseModel):
+    """Which variant of which experiment the customer was shown, and what counts as success."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    variant: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    success: list[Annotated[str, Field(pattern=TYPE_PATTERN)]] = Field(
+        min_length=1, max_length=8, description="Event types that count as a conversion."
+    )
+    window_s: int = Field(ge=60, le=90 * 86_400, description="How long a conversion counts.")
+    context: str = Field(default="all", min_length=1, max_length=128)
+
+
 class EventProperties(BaseModel):
     """What the event concerns. Known keys are typed; up to 32 extra keys (4 KiB) are kept."""
 
@@ -102,6 +121,9 @@ class EventProperties(BaseModel):
         default=None,
         description="consent_updated: false opts the customer out of predictions, "
         "recommendations and triggers; true opts back in.",
+    )
+    exposure: Exposure | None = Field(
+        default=None, description="experiment_exposure: the decision that was shown."
     )
 
 
@@ -245,6 +267,11 @@ class EventDecoder:
             msg = f"required for {event.type} (true or false)"
             raise InvalidEvent(
                 "invalid_event", [_err([*loc, "properties", "personalization"], msg, "missing")]
+            )
+        if props.exposure is None and event.type == EXPOSURE_TYPE:
+            msg = f"required for {event.type}"
+            raise InvalidEvent(
+                "invalid_event", [_err([*loc, "properties", "exposure"], msg, "missing")]
             )
         extra = props.__pydantic_extra__
         if extra:

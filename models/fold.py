@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
-from models.events import CONSENT_TYPE, Event
+from models.events import CONSENT_TYPE, EXPOSURE_TYPE, Event
+from models.experiments import expose
 from models.journeymap import METRICS, JourneyMap
 from models.state import (
     CartItem,
@@ -143,6 +144,18 @@ class Fold:
         )
 
     def _apply(self, state: JourneyState, event: Event, t: int) -> None:
+        exposure = event.properties.exposure
+        if event.type == EXPOSURE_TYPE and exposure is not None:  # bookkeeping, not a touchpoint
+            expose(
+                state.experiments,
+                exposure.experiment,
+                exposure.variant,
+                t,
+                window_ms=exposure.window_s * 1000,
+                success=exposure.success,
+                context=exposure.context,
+            )
+            return
         self._track_session(state, event, t)
         kind, channel, props = event.type, event.channel, event.properties
         state.counts_by_type[kind] = state.counts_by_type.get(kind, 0) + 1

@@ -27,18 +27,22 @@ from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
+from models.experiments import Outcome
 from models.journeymap import EXIT
 from models.state import JourneyState
 
 NEXT_STAGE: Final = "next_stage"
 ABANDONMENT: Final = "abandonment"
+EXPOSURE: Final = "exposure"
+OUTCOME: Final = "outcome"
+EXPERIMENT_KINDS: Final = frozenset({EXPOSURE, OUTCOME})
 CART_ACTIVITY: Final = frozenset(
     {"add_to_cart", "remove_from_cart", "checkout_started", "purchase"}
 )
 
 _DIGEST_SPACE: Final = 16**12  # event digests are 12 hex digits (`models.fold.event_digest`)
 
-Kind = Literal["next_stage", "abandonment"]
+Kind = Literal["next_stage", "abandonment", "exposure", "outcome"]
 Label = bool | str
 FeatureFn = Callable[[JourneyState, int], list[float]]
 
@@ -85,20 +89,32 @@ class Sample:
     stage: str
     x: list[float]
     label: Label
+    experiment: str | None = None  # exposure and outcome samples (`models.experiments`)
+    variant: str | None = None
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "kind": self.kind,
-                "customer_id": self.customer_id,
-                "journey_map": self.journey_map,
-                "at": self.at,
-                "resolved_at": self.resolved_at,
-                "stage": self.stage,
-                "x": self.x,
-                "label": self.label,
-            }
+        data: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "customer_id": self.customer_id,
+            "journey_map": self.journey_map,
+            "at": self.at,
+            "resolved_at": self.resolved_at,
+            "stage": self.stage,
+            "x": self.x,
+            "label": self.label,
+        }
+        if self.experiment is not None:
+            data["experiment"], data["variant"] = self.experiment, self.variant
+        return orjson.dumps(data)
+
+    def outcome(self) -> Outcome:
+        """An exposure or outcome sample as the experiment ledger learns it."""
+        if self.experiment is None or self.variant is None:
+            raise ValueError(f"{self.kind} sample {self.id} names no experiment and variant")
+        converted = None if self.kind == EXPOSURE else bool(self.label)
+        return Outcome(
+            self.experiment, self.variant, self.stage, self.at, self.resolved_at, converted
         )
 
     @classmethod
@@ -113,10 +129,17 @@ class Sample:
         label = data["label"]
         if kind == ABANDONMENT and not isinstance(label, bool):
             raise ValueError(f"abandonment label must be a boolean, got {label!r}")
-        if kind == NEXT_STAGE and not isinstance(label, str):
-            raise ValueError(f"next-stage label must be a string, got {label!r}")
-        if kind not in (ABANDONMENT, NEXT_STAGE):
+        if kind in (NEXT_STAGE, EXPOSURE) and not isinstance(label, str):
+            raise ValueError(f"{kind} label must be a string, got {label!r}")
+        if kind == OUTCOME and not isinstance(label, bool):
+            raise ValueError(f"outcome label must be a boolean, got {label!r}")
+        if kind not in (ABANDONMENT, NEXT_STAGE, EXPOSURE, OUTCOME):
             raise ValueError(f"unknown sample kind {kind!r}")
+        experiment = data.get("experiment")
+        if kind in EXPERIMENT_KINDS and not (
+            isinstance(experiment, str) and isinstance(data.get("variant"), str)
+        ):
+            raise ValueError(f"{kind} sample needs experiment and variant strings")
         return cls(
             id=str(data["id"]),
             kind=kind,
@@ -127,6 +150,8 @@ class Sample:
             stage=str(data["stage"]),
             x=[float(v) for v in data["x"]],
             label=label,
+            experiment=experiment if kind in EXPERIMENT_KINDS else None,
+            variant=data["variant"] if kind in EXPERIMENT_KINDS else None,
         )
 
 
@@ -269,6 +294,25 @@ class Labeler:
 def sample_id(kind: Kind, customer_id: str, digest: str) -> str:
     """Deterministic, so a sample published twice (redelivery) is recognised as one."""
     return f"{kind[0]}:{customer_id}:{digest}"
+
+
+def experiment_sample(outcome: Outcome, state: JourneyState) -> Sample:
+    """An exposure (`converted` None) or an outcome as a sample; one id each per customer
+    and experiment, so a republished one is recognised."""
+    kind: Kind = EXPOSURE if outcome.converted is None else OUTCOME
+    return Sample(
+        id=f"{kind[0]}:{state.customer_id}:{outcome.experiment}",
+        kind=kind,
+        customer_id=state.customer_id,
+        journey_map=state.journey_map,
+        at=outcome.at,
+        resolved_at=outcome.resolved_at,
+        stage=outcome.context,
+        x=[],
+        label=outcome.variant if outcome.converted is None else outcome.converted,
+        experiment=outcome.experiment,
+        variant=outcome.variant,
+    )
 
 
 def _sample(p: Pending, kind: Kind, state: JourneyState, at: int, label: Label) -> Sample:

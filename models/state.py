@@ -12,6 +12,8 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from models.experiments import Assignment
+
 SCHEMA_VERSION: Final = 1
 
 
@@ -101,7 +103,8 @@ class JourneyState:
     `first_channel` is the channel of the customer's first event (None in journeys written
     before it was kept). `personalization` is the customer's consent as of `consent_at` (event
     time; the newest consent event wins): without it they get no predictions, personal
-    recommendations or triggers.
+    recommendations or triggers. `experiments` holds the customer's variant in each experiment
+    they were exposed to and the state of its outcome (`models.experiments`).
     """
 
     customer_id: str
@@ -129,6 +132,7 @@ class JourneyState:
     score_history: list[ScorePoint] = field(default_factory=list)
     personalization: bool = True
     consent_at: int = 0
+    experiments: dict[str, Assignment] = field(default_factory=dict)
     v: int = SCHEMA_VERSION
 
     def copy(self) -> JourneyState:
@@ -167,6 +171,7 @@ class JourneyState:
             score_history=self.score_history.copy(),
             personalization=self.personalization,
             consent_at=self.consent_at,
+            experiments=self.experiments.copy(),
         )
 
 
@@ -218,6 +223,8 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
     if state.consent_at:  # most customers never send one: keep their record short
         out["personalization"] = state.personalization
         out["consent_at"] = state.consent_at
+    if state.experiments:
+        out["experiments"] = state.experiments
     return out
 
 
@@ -254,4 +261,10 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         score_history=[ScorePoint(*row) for row in data.get("score_history") or ()],
         personalization=data.get("personalization", True),
         consent_at=data.get("consent_at", 0),
+        experiments={
+            name: Assignment(v, at, until, tuple(success), context, status, announced)
+            for name, (v, at, until, success, context, status, announced) in (
+                data.get("experiments") or {}
+            ).items()
+        },
     )

@@ -12,9 +12,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.experiment_stats import ExperimentLedger
 from models.features import BASE_FEATURES, from_vector
 from models.journeymap import EXIT
-from models.labels import ABANDONMENT, Sample
+from models.labels import ABANDONMENT, EXPERIMENT_KINDS, Sample
 from models.learners import (
     DEFAULT_QUALITY_WINDOW,
     OnlineModel,
@@ -46,18 +47,29 @@ class RecentIds:
 
 @dataclass
 class TrainingState:
-    """The two online models and the trainer's bookkeeping; pickled whole into a snapshot."""
+    """The two online models, the experiments' ledger and the trainer's bookkeeping; pickled
+    whole into a snapshot."""
 
     abandonment: OnlineModel[bool]
     next_stage: OnlineModel[str]
     recent: RecentIds
     offsets: dict[int, int] = field(default_factory=dict)  # next offset per samples partition
+    experiments: ExperimentLedger = field(default_factory=ExperimentLedger)
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        """Snapshots taken before experiments existed restore with an empty ledger."""
+        self.__dict__.update(data)
+        self.__dict__.setdefault("experiments", ExperimentLedger())
 
     def learn(self, sample: Sample) -> bool:
         """Score then learn one sample; False if it was already learned. Raises ValueError
         for a sample whose features do not match this version of `models.features`."""
         if sample.id in self.recent:
             return False
+        if sample.kind in EXPERIMENT_KINDS:
+            self.experiments.learn(sample.outcome())
+            self.recent.add(sample.id)
+            return True
         if len(sample.x) != len(BASE_FEATURES):
             raise ValueError(
                 f"sample has {len(sample.x)} features, this version expects {len(BASE_FEATURES)}"

@@ -9,7 +9,8 @@ in a key name makes only the tag count. Parcours keys carry one of three kinds o
   per tag it touches (one call in all on standalone Redis, which has no slots);
 - `{catalog}`: everything the recommendation catalog learns (written by one script per batch);
 - `{webhooks}`: subscriptions, parked deliveries and the delivery log;
-- `{analytics}`: the journey analytics (one fenced script per batch, like the catalog).
+- `{analytics}`: the journey analytics (one fenced script per batch, like the catalog);
+- `{experiments}`: experiment definitions.
 
 Single-key values (the model snapshot hash, the watermarks hash) need no tag. The layout is
 the same with and without a cluster, so moving to one is a key-by-key copy, not a migration.
@@ -24,6 +25,7 @@ from typing import Final
 CATALOG_TAG: Final = "{catalog}"
 WEBHOOKS_TAG: Final = "{webhooks}"
 ANALYTICS_TAG: Final = "{analytics}"
+EXPERIMENTS_TAG: Final = "{experiments}"
 
 
 def journey_shard(customer_id: str, shards: int) -> int:

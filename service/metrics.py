@@ -157,6 +157,21 @@ class ConsumerMetrics(RunnerMetrics):
             "Triggers not emitted because the journey map's frequency cap held them, by type.",
             ["type"], registry=registry,
         )  # fmt: skip
+        self.triggers_held_out = Counter(
+            "parcours_triggers_held_out_total",
+            "Triggers not emitted because the customer is in the personalization holdout.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.experiment_decisions = Counter(
+            "parcours_experiment_decisions_total",
+            "Variants given at decision points (webhook triggers here), by experiment.",
+            ["experiment", "variant"], registry=registry,
+        )  # fmt: skip
+        self.experiment_outcomes = Counter(
+            "parcours_experiment_outcomes_total",
+            "Exposures counted and their outcomes resolved (exposed, converted, missed).",
+            ["experiment", "variant", "outcome"], registry=registry,
+        )  # fmt: skip
         self.stage_transitions = Counter(
             "parcours_journey_stage_transitions_total",
             "Customers moving between journey stages, by stage left ('new' for a customer's "
@@ -208,6 +223,12 @@ class ApiMetrics:
             "parcours_recommendations_served_total",
             "Recommendation actions served, by action type and page context.",
             ["type", "context"], registry=registry,
+        )  # fmt: skip
+        self.exposures = Counter(
+            "parcours_api_experiment_exposures_total",
+            "First exposures the API published as experiment_exposure events (recorded), or "
+            "could not (failed: the decision was not shown).",
+            ["experiment", "outcome"], registry=registry,
         )  # fmt: skip
         self.dependency_up = Gauge(
             "parcours_api_dependency_up",
@@ -316,6 +337,17 @@ class TrainerMetrics:
             f"Samples parcours_model_rolling_metric covers: the last {quality_window}, "
             "fewer until a model has seen that many.",
             ["model"], registry=registry,
+        )  # fmt: skip
+        self.experiment_arms = Gauge(
+            "parcours_experiment_variant",
+            "Each experiment variant's tally as the trainer learned it: exposures, resolved "
+            "(outcome known), conversions.",
+            ["experiment", "variant", "count"], registry=registry,
+        )  # fmt: skip
+        self.experiment_best = Gauge(
+            "parcours_experiment_probability_best",
+            "Posterior probability that the variant has the highest conversion rate.",
+            ["experiment", "variant"], registry=registry,
         )  # fmt: skip
         self.label_to_snapshot = Histogram(
             "parcours_trainer_label_to_snapshot_seconds",

@@ -308,6 +308,25 @@ class PrivacySettings(_Group):
     )
 
 
+class ExperimentSettings(_Group):
+    refresh_s: float = Field(
+        default=5.0, gt=0, description="how often processes reload experiment definitions"
+    )
+    holdout: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="share of customers (by hash) who get no personalization, compared with "
+        "the rest as the experiment `holdout`; 0 turns it off",
+    )
+    holdout_window_s: int = Field(
+        default=7 * 86_400, ge=60, description="how long after their first event a purchase counts"
+    )
+    holdout_success: str = Field(
+        default="purchase", pattern=r"^[a-z][a-z0-9_]{0,63}$", description="what counts"
+    )
+
+
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -335,6 +354,7 @@ class Settings(BaseSettings):
     triggers: TriggerSettings = TriggerSettings()
     webhooks: WebhookSettings = WebhookSettings()
     privacy: PrivacySettings = PrivacySettings()
+    experiments: ExperimentSettings = ExperimentSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

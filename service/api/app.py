@@ -31,6 +31,7 @@ from service.api.routes import (
     analytics,
     deliveries,
     events,
+    experiments,
     journeys,
     keys,
     meta,
@@ -45,6 +46,8 @@ from service.catalog import catalog_store
 from service.catalog_cache import CatalogCache
 from service.deliveries import DeliveryStore
 from service.errors import BusUnavailable, StoreUnavailable
+from service.experiments import ExperimentBook, ExperimentStore
+from service.exposures import Exposures
 from service.journey import build_decoder, build_fold
 from service.learning import live_scorer, snapshot_store
 from service.metrics import ApiMetrics, DependencyMetrics, ModelMetrics
@@ -102,7 +105,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 min_support=recommend.min_support,
                 trending=2 * recommend.max_limit + TRENDING_SLACK,
             )
-        recommender = Recommender(recommend, fold.map, store, catalog, scorer, metrics, cache)
+        publisher = EventPublisher(producer, kafka.events_topic, timeout_s=kafka.produce_timeout_s)
+        experiment_book = ExperimentBook(
+            ExperimentStore(redis, prefix=redis_settings.key_prefix),
+            refresh_s=settings.experiments.refresh_s,
+            initial_stage=fold.map.initial_stage,
+        )
+        exposures = Exposures(
+            experiment_book, publisher, scorer, metrics, holdout=settings.experiments.holdout
+        )
+        recommender = Recommender(
+            recommend, fold.map, store, catalog, scorer, metrics, cache, exposures
+        )
         key_store = KeyStore(redis, prefix=redis_settings.key_prefix)
         webhook_settings = settings.webhooks
         http_client = make_http_client(webhook_settings)
@@ -113,9 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redis,
             store=store,
             producer=producer,
-            publisher=EventPublisher(
-                producer, kafka.events_topic, timeout_s=kafka.produce_timeout_s
-            ),
+            publisher=publisher,
             metrics=metrics,
             scorer=scorer,
             snapshots=snapshot_store(redis, redis_settings),
@@ -139,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             journey_maps=journey_maps,
             keys=key_store,
             gate=_gate(key_store, settings.api),
+            exposures=exposures,
         )
         # Everything built so far (models, maps, clients) lives as long as the process: keep
         # it out of the cyclic collector's generations, which otherwise rescan it under load.
@@ -160,8 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     routers = (
-        events, journeys, predictions, recommendations, webhooks, deliveries, analytics, keys,
-        privacy, meta, page,
+        events, journeys, predictions, recommendations, experiments, webhooks, deliveries,
+        analytics, keys, privacy, meta, page,
     )  # fmt: skip
     for router in (module.router for module in routers):
         app.include_router(router)

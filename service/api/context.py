@@ -12,6 +12,7 @@ from service.api.journey_gauges import JourneyGaugeExporter
 from service.api.recommender import Recommender
 from service.bus import EventPublisher, ManagedProducer
 from service.deliveries import DeliveryStore
+from service.exposures import Exposures
 from service.metrics import ApiMetrics
 from service.scoring import LiveScorer
 from service.settings import Settings
@@ -44,3 +45,5 @@ class ApiContext:
     keys: KeyStore
     gate: Gate | None
     """Checks API keys; None when `api.auth` is off."""
+    exposures: Exposures
+    """Experiment decisions and the exposures they are recorded as."""

@@ -40,6 +40,12 @@ class NextActionPublic(BaseModel):
     leaving: bool = Field(description="the models predict the customer is about to leave")
 
 
+class ExperimentDecisionPublic(BaseModel):
+    name: str = Field(description="the experiment deciding this action")
+    variant: str = Field(description="the customer's variant: the same on every request")
+    params: dict[str, Any] = Field(description="what the variant says to do (its definition)")
+
+
 class RecommendationPublic(BaseModel):
     id: str = Field(
         description="Report it back with a recommendation_view or recommendation_click event "
@@ -52,6 +58,9 @@ class RecommendationPublic(BaseModel):
     seed: str | None = Field(default=None, description="accessory: the product it goes with")
     cart: CartReminderPublic | None = Field(default=None, description="cart reminders only")
     action: NextActionPublic | None = Field(default=None, description="next best action only")
+    experiments: list[ExperimentDecisionPublic] | None = Field(
+        default=None, description="present while an experiment decides this action type"
+    )
 
 
 class RecommendationsPublic(BaseModel):
@@ -59,8 +68,8 @@ class RecommendationsPublic(BaseModel):
     request_id: str = Field(description="also in the X-Request-ID header and in the logs")
     known: bool = Field(description="False: no journey yet, the answer is the cold start")
     personalized: bool = Field(
-        description="False: unknown, or opted out of personalization (consent_updated); the "
-        "answer is then what any visitor on this page gets"
+        description="False: unknown, opted out of personalization (consent_updated) or in the "
+        "personalization holdout; the answer is then what any visitor on this page gets"
     )
     stage: str
     context: Context

@@ -30,6 +30,7 @@ from models.state import JourneyState, decode_state
 from service.api.recommendation_schemas import render_answer
 from service.catalog import CatalogRead, CatalogStore
 from service.catalog_cache import CatalogCache
+from service.exposures import Exposed, Exposures
 from service.metrics import ApiMetrics
 from service.scoring import LiveScorer
 from service.settings import RecommendSettings
@@ -69,6 +70,7 @@ class Recommender:
         scorer: LiveScorer,
         metrics: ApiMetrics,
         cache: CatalogCache | None = None,
+        exposures: Exposures | None = None,
     ) -> None:
         self._settings = settings
         self._map = journey_map
@@ -77,6 +79,7 @@ class Recommender:
         self._scorer = scorer
         self._metrics = metrics
         self._cache = cache
+        self._exposures = exposures
         self._bought_window_ms = int(settings.bought_window_days * DAY_MS)
         self._policy = Policy(
             risk_threshold=settings.risk_threshold,
@@ -92,13 +95,50 @@ class Recommender:
         await self._scorer.refresh()
         version = self._scorer.version
         single = len(asks) == 1
-        return [
+        bodies = [
             self._compose(ask, state, candidates, clock_ms, rid, version)
             for i, (ask, (state, candidates, clock_ms)) in enumerate(
                 zip(asks, prepared, strict=True)
             )
             for rid in [request_id if single else f"{request_id}.{i}"]
         ]
+        if self._exposures is not None:
+            await self._experiment(asks, [p[0] for p in prepared], bodies)
+        return bodies
+
+    async def _experiment(
+        self,
+        asks: Sequence[Ask],
+        states: Sequence[JourneyState | None],
+        bodies: list[dict[str, Any]],
+    ) -> None:
+        """Attach each customer's variants to the action types under test; record first
+        exposures, and leave out the decisions whose exposure could not be recorded."""
+        exposures = self._exposures
+        assert exposures is not None
+        await exposures.book.refresh()
+        new: list[Exposed] = []
+        for ask, state, body in zip(asks, states, bodies, strict=True):
+            if not exposures.eligible(ask.customer_id, state):
+                continue
+            at_ms = int(body["as_of"].timestamp() * 1000)
+            channel = "email" if ask.context == "email" else "web"
+            for action in body["recommendations"]:
+                decisions = exposures.decide(
+                    f"recommendation:{action['type']}", ask.customer_id, state
+                )
+                if decisions:
+                    action["experiments"] = decisions
+                    new += [Exposed(ask.customer_id, d, at_ms, channel) for d in decisions if d.new]
+        failed = await exposures.record(new)
+        for ask, body in zip(asks, bodies, strict=True):
+            for action in body["recommendations"]:
+                if "experiments" in action:
+                    action["experiments"] = [
+                        d.public()
+                        for d in action["experiments"]
+                        if (ask.customer_id, d.experiment) not in failed
+                    ]
 
     async def _from_cache(self, asks: Sequence[Ask]) -> list[_Prepared]:
         """One MGET of the journeys; catalog entries from the cache, the stale ones fetched
@@ -106,7 +146,10 @@ class Recommender:
         assert self._cache is not None
         stored = await self._journeys.load_many([ask.customer_id for ask in asks])
         states = [decode_state(x.state) if x.state is not None else None for x in stored]
-        plans = [self._plan(ask, _personal(state)) for ask, state in zip(asks, states, strict=True)]
+        plans = [
+            self._plan(ask, self._personal(ask, state))
+            for ask, state in zip(asks, states, strict=True)
+        ]
         neighbours, trending = await self._cache.fetch(
             (seed for plan in plans for seed, _ in plan.seeds),
             [None, *(plan.category for plan in plans if plan.category)],
@@ -145,7 +188,7 @@ class Recommender:
         prepared: list[_Prepared] = []
         for ask, view in zip(asks, await self._catalog.read(reads), strict=True):
             state = _journey(view.journey)
-            personal = _personal(state)
+            personal = self._personal(ask, state)
             candidates = Candidates(
                 # seeded by the journey in Redis: none for a customer who opted out
                 accessories=view.accessories if personal is state else (),
@@ -167,7 +210,7 @@ class Recommender:
         version: str,
     ) -> dict[str, Any]:
         now_ms = max(clock_ms, state.last_event_at if state else 0)
-        personal = _personal(state)
+        personal = self._personal(ask, state)
         scores = self._scores(personal, now_ms)
         actions = recommend(
             personal,
@@ -193,6 +236,13 @@ class Recommender:
             model_version=version,
             actions=actions,
         )
+
+    def _personal(self, ask: Ask, state: JourneyState | None) -> JourneyState | None:
+        """The journey to personalize with: None for a customer who opted out or who is in
+        the personalization holdout."""
+        if self._exposures is not None and self._exposures.held_out(ask.customer_id):
+            return None
+        return _personal(state)
 
     def _plan(self, ask: Ask, state: JourneyState | None) -> Seeds:
         return seeds_of(

@@ -106,6 +106,14 @@ class SessionPublic(BaseModel):
     events: int = Field(description="events in the current session (session depth)")
 
 
+class AssignmentPublic(BaseModel):
+    variant: str
+    exposed_at: datetime
+    window_ends_at: datetime
+    context: str = Field(description="the bandit context it was decided in ('all' if none)")
+    status: str = Field(description="open, converted or missed")
+
+
 class JourneyPublic(BaseModel):
     """Where a customer is in their journey right now, and what brought them there."""
 
@@ -138,6 +146,9 @@ class JourneyPublic(BaseModel):
         "recommendations or triggers"
     )
     consent_at: datetime | None = Field(description="when the newest consent event happened")
+    experiments: dict[str, AssignmentPublic] = Field(
+        default_factory=dict, description="the customer's variant in each experiment they saw"
+    )
 
     @classmethod
     def from_state(cls, s: JourneyState) -> JourneyPublic:
@@ -159,6 +170,16 @@ class JourneyPublic(BaseModel):
                 "stage_first_entered": {k: _time(v) for k, v in s.stage_first_entered.items()},
                 "personalization": s.personalization,
                 "consent_at": _time(s.consent_at) if s.consent_at else None,
+                "experiments": {
+                    name: {
+                        "variant": a.variant,
+                        "exposed_at": _time(a.at),
+                        "window_ends_at": _time(a.until),
+                        "context": a.context,
+                        "status": a.status,
+                    }
+                    for name, a in s.experiments.items()
+                },
                 "first_event_at": _time(s.first_event_at),
                 "last_event_at": _time(s.last_event_at),
                 "events_applied": s.events_applied,
@@ -254,7 +275,9 @@ class PredictionsPublic(BaseModel):
     as_of: datetime = Field(description="event time the features were computed at")
     stage: str
     personalized: bool = Field(
-        default=True, description="False: the customer opted out (consent_updated); no scores"
+        default=True,
+        description="False: the customer opted out (consent_updated) or is in the "
+        "personalization holdout (PARCOURS_EXPERIMENTS_HOLDOUT); no scores",
     )
     abandonment: AbandonmentPublic | None = Field(
         description="null while the cart is empty, or when not personalized"

@@ -124,6 +124,25 @@ def _settled(api: httpx.Client, customers: int) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+BANNER = {
+    "decision": "custom:banner",
+    "variants": [{"name": "plain"}, {"name": "bold", "params": {"style": "bold"}}],
+    "success": ["purchase"],
+    "window_s": 3600,
+}
+
+
+def _exposed(api: httpx.Client, name: str, customers: int) -> dict[str, Any]:
+    """The experiment's results once the trainer's snapshot holds every exposure."""
+    deadline = time.monotonic() + 90
+    while True:
+        result: dict[str, Any] = api.get(f"/v1/experiments/{name}").json()
+        if result["exposures"] == customers:
+            return result
+        assert time.monotonic() < deadline, f"the exposures never reached a snapshot: {result}"
+        time.sleep(1)
+
+
 def _prediction_shown(predictions: dict[str, Any]) -> tuple[str, str]:
     """The predicted next stage and abandonment risk as the page writes them."""
     odds = predictions["next_stage"]
@@ -173,6 +192,13 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, timeout=10) as api:
         numbers = _settled(api, int(replayed.group(1)))
+        assert api.put("/v1/experiments/banner", json=BANNER).status_code == 201
+        deciding = sorted(expected)[:10]
+        variants = {
+            c: api.post("/v1/experiments/banner/decisions", json={"customer_id": c}).json()
+            for c in deciding
+        }
+        experiment = _exposed(api, "banner", len(deciding))
         friction = api.get("/v1/analytics/friction").json()
         scored = [api.get(f"/v1/customers/{who}/predictions").json()]
         html = _browse(f"{base}/map?customer={who}", tmp_path / "profile", "--dump-dom")
@@ -239,6 +265,17 @@ def test_journey_map_page_renders_the_replayed_numbers_and_a_customer_timeline(
     assert exit_rows, "the touchpoints before exits are ranked"
     changes = next(e for e in dom.elements if e.attrs.get("id") == "changes").content()
     assert changes.startswith("No jump since"), changes  # a steady ten minutes: nothing flagged
+
+    # The experiment: its variants' exposures as the API counts them, from the decisions made.
+    block = next(e for e in dom.having("experiment") if e.attrs["data-experiment"] == "banner")
+    rows = {r.attrs["data-variant"]: r for r in dom.having("variant", block)}
+    shown_variants = [v["variant"] for v in experiment["variants"]]
+    assert list(rows) == shown_variants == ["plain", "bold"]
+    for row in experiment["variants"]:
+        made = sum(1 for d in variants.values() if d["variant"] == row["variant"])
+        assert row["exposures"] == made
+        assert dom.one("exposures", rows[row["variant"]]).content() == str(made)
+        assert dom.one("resolved", rows[row["variant"]]).content() == "0"  # windows still open
 
     # The customer picked by the URL: their stage changes and touchpoints, oldest first.
     assert dom.one("summary").attrs["data-customer"] == who

@@ -13,12 +13,14 @@ from redis.asyncio import Redis
 
 from consumers.analytics_recording import AnalyticsRecording, analytics_recording
 from consumers.deadletter import DeadLetterSink
+from consumers.experimenting import Experimenting
 from consumers.labelling import Labelling, SampleSink
 from consumers.state_updater import StateUpdater
 from consumers.triggering import Triggering
 from models.fold import Fold
 from models.trigger_rules import Caps
 from service.bus import ensure_parcours_topics, make_producer
+from service.experiments import ExperimentBook, ExperimentStore
 from service.journey import build_decoder, build_fold
 from service.learning import build_labeler
 from service.metrics import ConsumerMetrics
@@ -44,6 +46,7 @@ class Worker:
         labelling: Labelling | None = None,
         triggering: Triggering | None = None,
         analytics: AnalyticsRecording | None = None,
+        experimenting: Experimenting | None = None,
     ) -> StateUpdater:
         fold = fold or self.fold
         sink = DeadLetterSink(
@@ -61,9 +64,12 @@ class Worker:
             labelling=labelling,
             triggering=triggering,
             analytics=analytics,
+            experimenting=experimenting,
         )
 
-    def triggering(self, *, at_risk_threshold: float = 0.7) -> Triggering:
+    def triggering(
+        self, *, at_risk_threshold: float = 0.7, experimenting: Experimenting | None = None
+    ) -> Triggering:
         """Trigger emission as `parcours consume` wires it, with the map's caps."""
         return Triggering(
             self.producer,
@@ -72,6 +78,24 @@ class Worker:
             caps=Caps(self.fold.map.trigger_caps),
             at_risk_threshold=at_risk_threshold,
             timeout_s=5,
+            experimenting=experimenting,
+        )
+
+    def experimenting(self, scorer: LiveScorer, *, holdout: float = 0.0) -> Experimenting:
+        """The experiment duty as `parcours consume` wires it (definitions reloaded always)."""
+        config = self.settings.experiments
+        book = ExperimentBook(
+            ExperimentStore(self.redis, prefix=self.settings.redis.key_prefix),
+            refresh_s=1e-9,
+            initial_stage=self.fold.map.initial_stage,
+        )
+        return Experimenting(
+            book,
+            lambda: scorer.training.experiments,
+            self.metrics,
+            holdout=holdout,
+            holdout_window_ms=config.holdout_window_s * 1000,
+            holdout_success=[config.holdout_success],
         )
 
     def labelled_updater(
@@ -82,6 +106,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         triggering: Triggering | None = None,
         analytics: AnalyticsRecording | None = None,
+        experimenting: Experimenting | None = None,
     ) -> StateUpdater:
         """An updater that also records labels, attaches scores and sweeps deadlines."""
         models = self.settings.models
@@ -95,8 +120,14 @@ class Worker:
             idle_advance_after_s=idle_advance_after_s,
             clock=clock,
             triggering=triggering,
+            experimenting=experimenting,
         )
-        return self.updater(labelling=labelling, triggering=triggering, analytics=analytics)
+        return self.updater(
+            labelling=labelling,
+            triggering=triggering,
+            analytics=analytics,
+            experimenting=experimenting,
+        )
 
     def analytics(self) -> AnalyticsRecording:
         """Analytics recording as `parcours consume` wires it from the settings."""

@@ -41,7 +41,7 @@ async def get_predictions(customer_id: CustomerId, ctx: Context) -> PredictionsP
     state = await ctx.store.get(customer_id)
     if state is None:
         raise HTTPException(404, f"no journey for customer {customer_id!r}")
-    if not state.personalization:
+    if not state.personalization or ctx.exposures.held_out(customer_id):  # opted out, holdout
         return PredictionsPublic(
             customer_id=customer_id,
             as_of=datetime.fromtimestamp(state.last_event_at / 1000, UTC),

@@ -263,6 +263,45 @@ function drawModels(models) {
   byId("models").replaceChildren(...(blocks.length ? blocks : [el("p", { class: "muted" }, "no model yet")]));
 }
 
+function drawExperiment(result) {
+  const range = (pair) => (pair ? `${percent(pair[0])} – ${percent(pair[1])}` : "–");
+  const head = el(
+    "tr", {},
+    ...["variant", "exposures", "resolved", "conversions", "rate", "95% CI", "anytime 95%", "P(best)", "lift"]
+      .map((name, i) => el("th", i ? { class: "num" } : {}, name)),
+  );
+  const rows = result.variants.map((v) =>
+    el(
+      "tr", { class: "variant", "data-variant": v.variant },
+      el("td", {}, v.variant),
+      el("td", { class: "num exposures" }, String(v.exposures)),
+      el("td", { class: "num resolved" }, String(v.resolved)),
+      el("td", { class: "num conversions" }, String(v.conversions)),
+      el("td", { class: "num rate" }, v.conversion_rate === null ? "–" : percent(v.conversion_rate)),
+      el("td", { class: "num ci" }, range(v.ci95)),
+      el("td", { class: "num anytime" }, range(v.anytime_ci95)),
+      el("td", { class: "num best" }, v.probability_best === null ? "–" : percent(v.probability_best)),
+      el("td", { class: "num lift" }, v.lift_vs_control === null ? "–" : percent(v.lift_vs_control)),
+    ),
+  );
+  const verdict = result.winner ? `winner: ${result.winner}` : "no winner yet";
+  const kind = result.definition ? `${result.definition.decision} · ${result.definition.policy}` : "personalization holdout";
+  return el(
+    "div", { class: "experiment", "data-experiment": result.name },
+    el("h4", {}, `${result.name} `, el("span", { class: "muted" }, `${kind} · ${verdict} · snapshot ${result.snapshot}`)),
+    el("table", {}, head, ...rows),
+  );
+}
+
+async function drawExperiments() {
+  const listed = await getJSON("/v1/experiments");
+  const names = listed.experiments.map((e) => e.name);
+  if (listed.holdout > 0) names.unshift("holdout");
+  const results = await Promise.all(names.map((name) => getJSON(`/v1/experiments/${encodeURIComponent(name)}`)));
+  const blocks = results.map(drawExperiment);
+  byId("experiments").replaceChildren(...(blocks.length ? blocks : [el("p", { class: "muted" }, "no experiment defined")]));
+}
+
 const ORDER = { touchpoint: 0, "stage-change": 1, prediction: 2 }; // at one instant: cause first
 
 async function drawCustomer() {
@@ -352,6 +391,9 @@ async function refresh() {
   if (w) {
     byId("window").textContent = `${w.journey_map} · segment ${w.segment} · ${w.bucket} buckets from ${when(w.from)} to ${when(w.to)} · newest event ${when(w.as_of)} · outcomes decided until ${when(w.complete_until)}`;
   }
+  await drawExperiments().catch((error) => {
+    byId("experiments").replaceChildren(el("p", { class: "error" }, String(error.message)));
+  });
   await drawCustomer();
   const stamp = new Date().toISOString();
   byId("status").replaceChildren(

@@ -1,0 +1,252 @@
+"""Experiments end to end on the real broker and Redis: defined over HTTP, decided in the API
+(custom decisions, recommendation actions) and in the consumer (webhook triggers), exposures
+folded into journeys, outcomes resolved on event time, learned by the trainer's ledger and
+read back from `GET /v1/experiments/{name}`, compared with a recomputation from the events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from models.events import EXPOSURE_TYPE
+from models.experiments import HOLDOUT, ExperimentSpec, in_holdout, split
+from models.labels import Sample
+from models.snapshot import dump_snapshot
+from service.experiments import ExperimentStore
+from service.learning import snapshot_store
+from service.settings import Settings
+from tests.integration.api_fixtures import Api, running_api, topic_records
+from tests.integration.conftest import Worker
+from tests.integration.test_labelling import T0, Feed, _event, _samples
+from tests.integration.test_trainer import _fresh
+from tests.integration.test_triggers import _scorer, _triggers
+
+OFFER: dict[str, Any] = {
+    "decision": "custom:checkout_offer",
+    "variants": [
+        {"name": "none"},
+        {"name": "free_shipping", "params": {"offer": "free_shipping"}},
+    ],
+    "success": ["purchase"],
+    "window_s": 3600,
+}
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with running_api(settings) as running:
+        yield running
+
+
+async def _learn_and_publish(worker: Worker, samples: list[Sample]) -> None:
+    """What the trainer does with the samples topic: learn it, publish a snapshot."""
+    state = _fresh(worker.settings)
+    for sample in samples:
+        state.learn(sample)
+    state.tag(1)
+    meta = {"models": state.summary(), "offsets": {}}
+    store = snapshot_store(worker.redis, worker.settings.redis)
+    await store.publish(dump_snapshot(state, meta), meta, replaces=await _version(worker))
+    await asyncio.sleep(worker.settings.models.reload_interval_s)
+
+
+async def _version(worker: Worker) -> int:
+    current = await snapshot_store(worker.redis, worker.settings.redis).fetch()
+    return current.version if current is not None else 0
+
+
+def _at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+async def test_experiment_definitions_are_validated_versioned_and_deleted(api: Api) -> None:
+    client = api.client
+    created = await client.put("/v1/experiments/offer", json=OFFER)
+    replaced = await client.put("/v1/experiments/offer", json=OFFER | {"window_s": 7200})
+    other_arms = await client.put(
+        "/v1/experiments/offer", json=OFFER | {"variants": [{"name": "x"}, {"name": "y"}]}
+    )
+    bad_window = await client.put("/v1/experiments/two", json=OFFER | {"window_s": 5})
+    one_arm = await client.put("/v1/experiments/two", json=OFFER | {"variants": [{"name": "a"}]})
+    reserved = await client.put(f"/v1/experiments/{HOLDOUT}", json=OFFER)
+    listed = await client.get("/v1/experiments")
+    deleted = await client.delete("/v1/experiments/offer")
+    again = await client.delete("/v1/experiments/offer")
+
+    assert created.status_code == 201
+    assert replaced.status_code == 200
+    assert replaced.json()["window_s"] == 7200
+    assert replaced.json()["created_at"] == created.json()["created_at"]
+    assert other_arms.status_code == 409
+    assert bad_window.status_code == 422
+    assert bad_window.json()["detail"][0]["loc"] == ["body", "window_s"]
+    assert one_arm.status_code == 422
+    assert one_arm.json()["detail"][0]["loc"] == ["body", "variants"]
+    assert reserved.status_code == 422
+    assert reserved.json()["detail"][0]["loc"] == ["path", "name"]
+    assert [e["name"] for e in listed.json()["experiments"]] == ["offer"]
+    assert deleted.status_code == 204
+    assert again.status_code == 404
+
+
+async def test_custom_decisions_are_sticky_recorded_once_and_their_outcomes_counted(
+    api: Api, worker: Worker
+) -> None:
+    """40 customers asked for a decision; the even ones buy within the window, the odd ones
+    after it. Every figure the API reports is recomputed here from the hash split."""
+    assert (await api.client.put("/v1/experiments/offer", json=OFFER)).status_code == 201
+    spec = ExperimentSpec.model_validate(OFFER)
+    customers = [f"cust-{i}" for i in range(40)]
+    first, second = [], []
+    for c in customers:
+        body = {"customer_id": c, "at": _at(0)}
+        first.append(await api.client.post("/v1/experiments/offer/decisions", json=body))
+        second.append(await api.client.post("/v1/experiments/offer/decisions", json=body))
+    exposures = [r for r in await topic_records(api.settings) if EXPOSURE_TYPE.encode() in r.value]
+
+    feed = Feed(worker)
+    scorer = _scorer(worker)
+    updater = worker.labelled_updater(experimenting=worker.experimenting(scorer))  # type: ignore[arg-type]
+    events = [orjson.loads(r.value) for r in exposures]
+    buys = [
+        _event(1, c, "purchase", 30 if i % 2 == 0 else 90, order_id=f"o-{c}")
+        for i, c in enumerate(customers)
+    ]
+    await feed.send(updater, *events, *buys)
+    await feed.send(updater, _event(9, "zed", "page_view", 200))  # every window has ended
+    samples = [s for s in await _samples(worker) if s.experiment == "offer"]
+    await _learn_and_publish(worker, samples)
+    results = (await api.client.get("/v1/experiments/offer")).json()
+    journey = await worker.store.get("cust-0")
+
+    expected = {c: split(spec, "offer", c) for c in customers}
+    assert [r.status_code for r in first + second] == [200] * 80
+    assert [r.json()["variant"] for r in first] == [expected[c] for c in customers]
+    assert [r.json()["variant"] for r in second] == [expected[c] for c in customers]
+    assert all(r.json()["new"] for r in first)
+    assert {r.json()["params"].get("offer") for r in first} <= {None, "free_shipping"}
+    assert len(exposures) == 80  # both asks were published (the journey was not folded yet)
+    assert journey is not None
+    assert journey.experiments["offer"].variant == expected["cust-0"]
+    assert journey.experiments["offer"].status == "converted"
+    assert journey.touchpoints[-1].type == "purchase"  # the exposure is not a touchpoint
+    assert Counter(s.kind for s in samples) == {"exposure": 40, "outcome": 40}
+    by_variant = {row["variant"]: row for row in results["variants"]}
+    for variant in spec.variant_names:
+        mine = [c for c in customers if expected[c] == variant]
+        converted = [c for c in mine if customers.index(c) % 2 == 0]
+        row = by_variant[variant]
+        assert (row["exposures"], row["resolved"], row["conversions"]) == (
+            len(mine), len(mine), len(converted)
+        )  # fmt: skip
+        assert row["conversion_rate"] == pytest.approx(len(converted) / len(mine), abs=1e-6)
+        low, high = row["anytime_ci95"]
+        assert low <= row["conversion_rate"] <= high
+    assert results["exposures"] == 40
+    assert results["winner"] is None  # 40 customers can show nothing safely
+    assert "anytime" in results["warning"]
+
+
+async def test_recommendation_actions_carry_the_customers_variant(api: Api, worker: Worker) -> None:
+    trending = OFFER | {"decision": "recommendation:next_best_action"}
+    assert (await api.client.put("/v1/experiments/shelf", json=trending)).status_code == 201
+    spec = ExperimentSpec.model_validate(trending)
+    answers = [
+        (await api.client.get(f"/v1/customers/{c}/recommendations?context=home")).json()
+        for c in ("new-1", "new-2", "new-1")
+    ]
+    exposures = [
+        orjson.loads(r.value)
+        for r in await topic_records(api.settings)
+        if EXPOSURE_TYPE.encode() in r.value
+    ]
+
+    for answer in answers:
+        actions = [a for a in answer["recommendations"] if a["type"] == "next_best_action"]
+        others = [a for a in answer["recommendations"] if a["type"] != "next_best_action"]
+        assert actions
+        expected = split(spec, "shelf", answer["customer_id"])
+        assert all(
+            a["experiments"]
+            == [{"name": "shelf", "variant": expected, "params": spec.params_of(expected)}]
+            for a in actions
+        )
+        assert all("experiments" not in a or a["experiments"] is None for a in others)
+    assert {e["customer_id"] for e in exposures} == {"new-1", "new-2"}
+    assert {e["properties"]["exposure"]["experiment"] for e in exposures} == {"shelf"}
+
+
+async def test_webhook_triggers_carry_the_variant_and_open_its_window(worker: Worker) -> None:
+    store_spec = OFFER | {"decision": "webhook:journey.stage_changed"}
+    await ExperimentStore(worker.redis, prefix=worker.settings.redis.key_prefix).put(
+        "nudge", ExperimentSpec.model_validate(store_spec), now_ms=0
+    )
+    scorer = _scorer(worker)
+    experimenting = worker.experimenting(scorer)  # type: ignore[arg-type]
+    updater = worker.labelled_updater(
+        scorer=scorer,  # type: ignore[arg-type]
+        triggering=worker.triggering(experimenting=experimenting),
+        experimenting=experimenting,
+    )
+    feed = Feed(worker)
+    await feed.send(
+        updater,
+        _event(1, "ann", "product_view", 0, product_id="p1"),
+        _event(2, "ann", "add_to_cart", 1, product_id="p1", price=20.0),
+    )
+    triggers = [t for t in await _triggers(worker) if t.customer_id == "ann"]
+    ann = await worker.store.get("ann")
+    samples = [s for s in await _samples(worker) if s.experiment == "nudge"]
+
+    expected = split(ExperimentSpec.model_validate(store_spec), "nudge", "ann")
+    staged = [t for t in triggers if t.type == "journey.stage_changed"]
+    assert staged
+    assert all(
+        t.payload["experiments"][0]["name"] == "nudge"
+        and t.payload["experiments"][0]["variant"] == expected
+        for t in staged
+    )
+    assert ann is not None
+    assert ann.experiments["nudge"].variant == expected
+    assert ann.experiments["nudge"].at == staged[0].at
+    assert [s.kind for s in samples] == ["exposure"]
+
+
+async def test_holdout_customers_get_no_triggers_and_are_compared_with_the_rest(
+    worker: Worker, settings: Settings
+) -> None:
+    share = 0.5
+    scorer = _scorer(worker)
+    experimenting = worker.experimenting(scorer, holdout=share)  # type: ignore[arg-type]
+    updater = worker.labelled_updater(
+        scorer=scorer,  # type: ignore[arg-type]
+        triggering=worker.triggering(experimenting=experimenting),
+        experimenting=experimenting,
+    )
+    customers = [f"h-{i}" for i in range(12)]
+    held = {c for c in customers if in_holdout(c, share)}
+    feed = Feed(worker)
+    await feed.send(
+        updater,
+        *[_event(1, c, "product_view", 0, product_id="p1") for c in customers],
+        *[_event(2, c, "add_to_cart", 1, product_id="p1", price=5.0) for c in customers],
+        *[_event(3, c, "purchase", 2) for c in customers[:6]],
+    )
+    await feed.send(updater, _event(9, "zed", "page_view", 60 * 24 * 8))  # past the window
+    triggers = {t.customer_id for t in await _triggers(worker)}
+    samples = [s for s in await _samples(worker) if s.experiment == HOLDOUT]
+    settings_holdout = settings.experiments.holdout_window_s
+
+    assert 0 < len(held) < len(customers)
+    assert not triggers & held
+    assert triggers >= set(customers) - held
+    outcomes = {s.customer_id: (s.variant, s.label) for s in samples if s.kind == "outcome"}
+    for i, c in enumerate(customers):
+        assert outcomes[c] == ("holdout" if c in held else "personalized", i < 6)
+    assert settings_holdout == 7 * 86_400
