@@ -6,6 +6,7 @@ read back from `GET /v1/experiments/{name}`, compared with a recomputation from 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -59,6 +60,20 @@ async def _learn_and_publish(worker: Worker, samples: list[Sample]) -> None:
 async def _version(worker: Worker) -> int:
     current = await snapshot_store(worker.redis, worker.settings.redis).fetch()
     return current.version if current is not None else 0
+
+
+def _exposure(
+    customer: str, name: str, variant: str, spec: dict[str, Any], at: str
+) -> dict[str, Any]:
+    exposure = {"experiment": name, "variant": variant, "success": spec["success"]}
+    return {
+        "event_id": f"exposure-{name}-{customer}",
+        "customer_id": customer,
+        "type": EXPOSURE_TYPE,
+        "channel": "web",
+        "timestamp": at,
+        "properties": {"exposure": exposure | {"window_s": spec["window_s"]}},
+    }
 
 
 def _at(minutes: float) -> str:
@@ -250,3 +265,66 @@ async def test_holdout_customers_get_no_triggers_and_are_compared_with_the_rest(
     for i, c in enumerate(customers):
         assert outcomes[c] == ("holdout" if c in held else "personalized", i < 6)
     assert settings_holdout == 7 * 86_400
+
+
+ROUNDS = 6
+
+
+async def test_a_thompson_bandit_moves_traffic_to_the_better_variant_through_the_pipeline(
+    api: Api, worker: Worker
+) -> None:
+    """Rounds of 40 new customers: the API decides, the consumer resolves what they did
+    (variant `strong` converts 50%, `weak` 5%), the trainer's ledger learns the samples and is
+    published, and the next round is decided with it."""
+    bandit = OFFER | {
+        "decision": "custom:banner",
+        "variants": [{"name": "weak"}, {"name": "strong"}],
+        "window_s": 60,
+        "policy": "thompson",
+    }
+    assert (await api.client.put("/v1/experiments/banner", json=bandit)).status_code == 201
+    rates = {"weak": 0.05, "strong": 0.5}
+    rng = random.Random(11)
+    feed, scorer = Feed(worker), _scorer(worker)
+    updater = worker.labelled_updater(experimenting=worker.experimenting(scorer))  # type: ignore[arg-type]
+    ledger_state = _fresh(worker.settings)
+    shares: list[float] = []
+    for round_ in range(ROUNDS):
+        start = round_ * 10
+        chosen: dict[str, str] = {}
+        for i in range(40):
+            customer = f"r{round_}-{i}"
+            answer = await api.client.post(
+                "/v1/experiments/banner/decisions", json={"customer_id": customer, "at": _at(start)}
+            )
+            chosen[customer] = answer.json()["variant"]
+        exposures = [  # as the API published them (read back in the first test)
+            _exposure(c, "banner", variant, bandit, _at(start)) for c, variant in chosen.items()
+        ]
+        buys = [
+            _event(1, c, "purchase", start + 0.5, order_id=f"o-{c}")
+            for c, variant in chosen.items()
+            if rng.random() < rates[variant]
+        ]
+        await feed.send(updater, *exposures, *buys)
+        await feed.send(updater, _event(100 + round_, "clock", "page_view", start + 5))
+        for sample in await _samples(worker):
+            ledger_state.learn(sample)  # ids seen before are dropped
+        ledger_state.tag(round_ + 1)
+        meta = {"models": ledger_state.summary(), "offsets": {}}
+        store = snapshot_store(worker.redis, worker.settings.redis)
+        await store.publish(dump_snapshot(ledger_state, meta), meta, replaces=round_)
+        await asyncio.sleep(worker.settings.models.reload_interval_s)
+        shares.append(sum(v == "strong" for v in chosen.values()) / len(chosen))
+    results = (await api.client.get("/v1/experiments/banner")).json()
+
+    tally = ledger_state.experiments.tally("banner")
+    assert sum(a.exposures for a in tally.values()) == ROUNDS * 40
+    assert sum(a.resolved for a in tally.values()) == ROUNDS * 40
+    assert shares[0] < 0.8  # nothing learned yet: both arms drawn
+    assert sum(shares[-3:]) / 3 >= 0.8, shares
+    by_variant = {row["variant"]: row for row in results["variants"]}
+    assert by_variant["strong"]["exposures"] == tally["strong"].exposures
+    assert by_variant["strong"]["probability_best"] > 0.95
+    assert results["bandit"] is True
+    assert results["traffic_share"]["strong"] > 0.6

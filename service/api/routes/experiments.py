@@ -180,6 +180,7 @@ async def get_results(name: Name, ctx: Context) -> ResultsPublic:
 async def decide(name: Name, ask: DecisionAsk, ctx: Context) -> DecisionPublic:
     exposures = ctx.exposures
     await exposures.book.refresh()
+    await ctx.scorer.refresh()  # the bandits learn with each snapshot
     spec = exposures.book.spec(name)
     if spec is None:
         raise HTTPException(404, f"no experiment {name!r}")
