@@ -26,11 +26,18 @@ from tests.e2e.conftest import Role, wait_healthy
 from tests.support import settings_env
 
 EXAMPLES = 40
-RUNTIME_RULES = ("/v1/analytics/", "/v1/events", "/v1/webhooks", "/recommendations")
+RUNTIME_RULES = (
+    "/v1/analytics/",
+    "/v1/events",
+    "/v1/webhooks",
+    "/recommendations",
+    "/v1/experiments/",
+)
 """Operations whose valid requests may still be refused by rules no JSON Schema can state:
 known journey maps and time ranges (`to` after `from`, at most the retention), an event's
 type-dependent fields and clock skew, a webhook target that must resolve to a public address,
-a recommendation limit set by `PARCOURS_RECOMMEND_MAX_LIMIT`. For them a 422 on a
+a recommendation limit set by `PARCOURS_RECOMMEND_MAX_LIMIT`, an experiment's distinct
+variant names and the reserved name `holdout`. For them a 422 on a
 schema-valid request is expected; every other check still applies."""
 
 

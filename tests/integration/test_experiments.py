@@ -90,6 +90,9 @@ async def test_experiment_definitions_are_validated_versioned_and_deleted(api: A
     bad_window = await client.put("/v1/experiments/two", json=OFFER | {"window_s": 5})
     one_arm = await client.put("/v1/experiments/two", json=OFFER | {"variants": [{"name": "a"}]})
     reserved = await client.put(f"/v1/experiments/{HOLDOUT}", json=OFFER)
+    nowhere = await client.put(
+        "/v1/experiments/two", json=OFFER | {"decision": "webhook:cart.lost"}
+    )
     listed = await client.get("/v1/experiments")
     deleted = await client.delete("/v1/experiments/offer")
     again = await client.delete("/v1/experiments/offer")
@@ -105,6 +108,9 @@ async def test_experiment_definitions_are_validated_versioned_and_deleted(api: A
     assert one_arm.json()["detail"][0]["loc"] == ["body", "variants"]
     assert reserved.status_code == 422
     assert reserved.json()["detail"][0]["loc"] == ["path", "name"]
+    assert nowhere.status_code == 422
+    assert nowhere.json()["detail"][0]["loc"] == ["body", "decision"]
+    assert "cart.abandoned" in nowhere.json()["detail"][0]["msg"]
     assert [e["name"] for e in listed.json()["experiments"]] == ["offer"]
     assert deleted.status_code == 204
     assert again.status_code == 404

@@ -15,6 +15,8 @@ from models.access import Scope
 from models.events import Channel, Identifier
 from models.experiment_stats import report
 from models.experiments import HOLDOUT, HOLDOUT_VARIANTS, ExperimentSpec
+from models.recommend import ACTION_TYPES
+from models.triggers import TRIGGER_TYPES
 from service.api.auth import GUARDED, requires
 from service.api.deps import Context
 from service.api.recommendation_schemas import ExperimentDecisionPublic
@@ -101,6 +103,10 @@ async def list_experiments(ctx: Context) -> ExperimentsPublic:
     "/experiments/{name}",
     summary="Define or replace an experiment (live everywhere within the refresh interval)",
     dependencies=[requires(Scope.ADMIN)],
+    responses={
+        201: {"model": ExperimentPublic, "description": "Created"},
+        409: {"model": Problem, "description": "It exists with other variants"},
+    },
 )
 async def put_experiment(
     name: Name, spec: ExperimentSpec, response: Response, ctx: Context
@@ -109,6 +115,11 @@ async def put_experiment(
         raise RequestValidationError(
             [{"loc": ("path", "name"), "msg": "'holdout' is built in", "type": "reserved"}]
         )
+    kind, key = spec.point
+    known = {"recommendation": ACTION_TYPES, "webhook": TRIGGER_TYPES}.get(kind)
+    if known is not None and key not in known:
+        msg = f"{kind} decisions are made at one of {sorted(known)}, not {key!r}"
+        raise RequestValidationError([{"loc": ("body", "decision"), "msg": msg, "type": "unknown"}])
     old = await ctx.exposures.book.store.get(name)
     if old is not None and old.spec.variant_names != spec.variant_names:
         raise HTTPException(409, f"experiment {name!r} exists with other variants; use a new name")
