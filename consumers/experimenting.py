@@ -110,7 +110,4 @@ class Experimenting:
         )
 
     def _samples(self, state: JourneyState, outcomes: Sequence[Outcome]) -> list[Sample]:
-        for o in outcomes:
-            kind = "exposed" if o.converted is None else ("converted" if o.converted else "missed")
-            self._metrics.experiment_outcomes.labels(o.experiment, o.variant, kind).inc()
         return [experiment_sample(o, state) for o in outcomes]

@@ -24,6 +24,7 @@ from consumers.triggering import Triggering
 from models.experiments import due as experiments_due
 from models.labels import (
     EXPERIMENT_KINDS,
+    EXPOSURE,
     LabelBook,
     Labeler,
     Sample,
@@ -170,10 +171,15 @@ class Labelling:
         if not samples:
             return
         await self._samples.send(samples)
+        metrics = self._metrics
         for (kind, outcome), count in Counter(
             _outcome(s) for s in samples if s.kind not in EXPERIMENT_KINDS
         ).items():
-            self._metrics.labels_resolved.labels(kind, outcome).inc(count)
+            metrics.labels_resolved.labels(kind, outcome).inc(count)
+        for (experiment, variant, outcome), count in Counter(
+            _experiment_outcome(s) for s in samples if s.kind in EXPERIMENT_KINDS
+        ).items():
+            metrics.experiment_outcomes.labels(experiment, variant, outcome).inc(count)
 
     async def sweep(self, newest: dict[int, int]) -> None:
         """Advance watermarks to the batch's newest event times and resolve what is now due."""
@@ -274,6 +280,14 @@ class Labelling:
             if window is not None and (due is None or window < due):
                 due = window
         return LabelWrite(encode_book(book) if book else None, due, partition)
+
+
+def _experiment_outcome(sample: Sample) -> tuple[str, str, str]:
+    if sample.kind == EXPOSURE:
+        outcome = "exposed"
+    else:
+        outcome = "converted" if sample.label is True else "missed"
+    return sample.experiment or "", sample.variant or "", outcome
 
 
 def _outcome(sample: Sample) -> tuple[str, str]:

@@ -167,6 +167,16 @@ async def test_custom_decisions_are_sticky_recorded_once_and_their_outcomes_coun
             len(mine), len(mine), len(converted)
         )  # fmt: skip
         assert row["conversion_rate"] == pytest.approx(len(converted) / len(mine), abs=1e-6)
+        counted = {
+            outcome: worker.sample(
+                "parcours_experiment_outcomes_total",
+                experiment="offer", variant=variant, outcome=outcome,
+            )
+            for outcome in ("exposed", "converted", "missed")
+        }  # fmt: skip
+        assert counted == {
+            "exposed": len(mine), "converted": len(converted), "missed": len(mine) - len(converted)
+        }  # fmt: skip
         low, high = row["anytime_ci95"]
         assert low <= row["conversion_rate"] <= high
     assert results["exposures"] == 40
