@@ -134,11 +134,12 @@ class Recommender:
         for ask, body in zip(asks, bodies, strict=True):
             for action in body["recommendations"]:
                 if "experiments" in action:
-                    action["experiments"] = [
+                    shown = [
                         d.public()
                         for d in action["experiments"]
                         if (ask.customer_id, d.experiment) not in failed
                     ]
+                    action["experiments"] = shown or None
 
     async def _from_cache(self, asks: Sequence[Ask]) -> list[_Prepared]:
         """One MGET of the journeys; catalog entries from the cache, the stale ones fetched

@@ -19,6 +19,7 @@ from models.events import EXPOSURE_TYPE
 from models.experiments import HOLDOUT, ExperimentSpec, in_holdout, split
 from models.labels import Sample
 from models.snapshot import dump_snapshot
+from service.embedded import free_port
 from service.experiments import ExperimentStore
 from service.learning import snapshot_store
 from service.settings import Settings
@@ -344,3 +345,31 @@ async def test_a_thompson_bandit_moves_traffic_to_the_better_variant_through_the
     assert by_variant["strong"]["probability_best"] > 0.95
     assert results["bandit"] is True
     assert results["traffic_share"]["strong"] > 0.6
+
+
+async def test_a_decision_whose_exposure_cannot_be_recorded_is_not_shown(
+    settings: Settings, worker: Worker
+) -> None:
+    """With the broker unreachable the recommendation is still served, without the variant,
+    and a custom decision answers 503: no customer sees a variant that was not recorded."""
+    gone = settings.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{free_port()}"})
+    spec = ExperimentSpec.model_validate(OFFER | {"decision": "recommendation:next_best_action"})
+    await ExperimentStore(worker.redis, prefix=settings.redis.key_prefix).put(
+        "shelf", spec, now_ms=0
+    )
+    async with running_api(settings.model_copy(update={"kafka": gone})) as api:
+        shown = await api.client.get("/v1/customers/nobody/recommendations?context=home")
+        asked = await api.client.post(
+            "/v1/experiments/shelf/decisions", json={"customer_id": "nobody"}
+        )
+        failed = api.app.state.context.metrics.registry.get_sample_value(
+            "parcours_api_experiment_exposures_total", {"experiment": "shelf", "outcome": "failed"}
+        )
+
+    assert shown.status_code == 200
+    actions = [a for a in shown.json()["recommendations"] if a["type"] == "next_best_action"]
+    assert actions
+    assert all(a.get("experiments") is None for a in actions)
+    assert asked.status_code == 503
+    assert asked.headers["Retry-After"] == "1"
+    assert failed == 2

@@ -206,5 +206,7 @@ async def decide(name: Name, ask: DecisionAsk, ctx: Context) -> DecisionPublic:
         at = ask.at or datetime.now(UTC)
         exposed = Exposed(ask.customer_id, decision, int(at.timestamp() * 1000), ask.channel)
         if await exposures.record([exposed]):
-            raise HTTPException(503, "the exposure could not be recorded; try again")
+            raise HTTPException(
+                503, "the exposure could not be recorded; try again", {"Retry-After": "1"}
+            )
     return DecisionPublic(customer_id=ask.customer_id, new=decision.new, **decision.public())
