@@ -1,4 +1,4 @@
-"""The Grafana dashboard has the five rows operations asked for, every panel a query, a unit
+"""The Grafana dashboard has the rows operations asked for, every panel a query, a unit
 and the provisioned data source, quantiles computed the right way; and the provisioning files
 point where the compose file mounts the dashboard and where Prometheus listens."""
 
@@ -11,7 +11,9 @@ from typing import Any
 from tests.deploy.support import DEPLOY, load_yaml
 
 GRAFANA = DEPLOY / "grafana"
-ROWS = ["Ingestion", "Journeys", "Models", "Recommendations", "Webhooks", "Dependencies"]
+ROWS = [
+    "Ingestion", "Journeys", "Models", "Recommendations", "Webhooks", "Experiments", "Dependencies"
+]
 # Grafana unit ids used here (Grafana's valueFormats): a typo would show raw numbers.
 UNITS = {"eps", "ops", "reqps", "s", "short", "percentunit", "none", "bytes"}
 # histogram_quantile(q, sum by (le[, ...]) (rate(<name>_bucket...[...])))
