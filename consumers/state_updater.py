@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TypeAlias, TypeGuard
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -212,7 +212,9 @@ class StateUpdater:
         if self._labelling is not None and result.book is not None:
             partition = result.applied[-1][1].partition
             labels = self._labelling.finish(result.book, partition, result.state)
-        gauge = journey_gauge(result.state, result.stored_stage)
+        gauge = None
+        if _begun(result.state):  # counted live from its first behaviour, as in the analytics
+            gauge = journey_gauge(result.state, result.stored_stage)
         return Write(customer, encode_state(result.state), result.rev, labels, gauge)
 
     def _decode(
@@ -235,14 +237,15 @@ class StateUpdater:
         if stored.erased:  # nothing of theirs is kept, learned from or triggered on
             return _Folded(rev=stored.rev, erased=len(items))
         result = _Folded(_decoded(stored), rev=stored.rev)
-        result.stored_stage = result.state.stage if result.state is not None else None
+        result.stored_stage = result.state.stage if _begun(result.state) else None
         labelling, catalog, triggering = self._labelling, self._catalog, self._triggering
         analytics, experimenting = self._analytics, self._experimenting
         if labelling is not None:
             result.book = labelling.book(stored.labels)
         for event, record in items:
             position = Position(record.partition, record.offset)
-            prev_stage = result.state.stage if result.state is not None else None
+            # a journey holding only exposures has not begun: its first behaviour starts it
+            prev_stage = result.state.stage if _begun(result.state) else None
             behaviour = event.type != EXPOSURE_TYPE  # an exposure is bookkeeping only
             try:
                 cart: dict[str, CartItem] = {}
@@ -253,7 +256,8 @@ class StateUpdater:
                     lesson = catalog.lesson(cart, event, record.partition, record.offset)
                 before = None
                 if analytics is not None and behaviour:
-                    before = analytics.before(result.facts, result.state, event)
+                    begun = result.state if _begun(result.state) else None
+                    before = analytics.before(result.facts, begun, event)
                 result.state, skipped = self._fold.step_owned(result.state, event, position)
                 t = event.timestamp_ms
                 if labelling is not None and skipped is None and behaviour:
@@ -272,7 +276,7 @@ class StateUpdater:
                 continue
             if skipped is None:
                 result.applied.append((event, record))
-                if result.state.stage != prev_stage:
+                if behaviour and result.state.stage != prev_stage:
                     result.moves.append((prev_stage or NEW_CUSTOMER, result.state.stage))
                 if lesson is not None:
                     result.lessons.append(lesson)
@@ -384,6 +388,11 @@ def _forget_personal(result: _Folded) -> None:
     if result.book is not None:
         result.book = LabelBook()
     result.newest = None
+
+
+def _begun(state: JourneyState | None) -> TypeGuard[JourneyState]:
+    """Whether the journey holds behaviour, not only exposures (bookkeeping events)."""
+    return state is not None and state.events_applied > 0
 
 
 def _decoded(stored: Stored) -> JourneyState | None:

@@ -12,7 +12,13 @@ from tests.deploy.support import DEPLOY, load_yaml
 
 GRAFANA = DEPLOY / "grafana"
 ROWS = [
-    "Ingestion", "Journeys", "Models", "Recommendations", "Webhooks", "Experiments", "Dependencies"
+    "Ingestion",
+    "Journeys",
+    "Models",
+    "Recommendations",
+    "Webhooks",
+    "Experiments",
+    "Dependencies",
 ]
 # Grafana unit ids used here (Grafana's valueFormats): a typo would show raw numbers.
 UNITS = {"eps", "ops", "reqps", "s", "short", "percentunit", "none", "bytes"}

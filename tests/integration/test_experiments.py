@@ -373,3 +373,37 @@ async def test_a_decision_whose_exposure_cannot_be_recorded_is_not_shown(
     assert asked.status_code == 503
     assert asked.headers["Retry-After"] == "1"
     assert failed == 2
+
+
+async def test_a_journey_opened_by_an_exposure_begins_with_the_first_behaviour(
+    worker: Worker,
+) -> None:
+    """A visitor shown a variant before any of their events arrived: the journey keeps the
+    variant at once, but is counted (live gauges, stage arrivals, analytics facts) only from
+    their first own event, as every journey is."""
+    updater = worker.labelled_updater(
+        experimenting=worker.experimenting(_scorer(worker)),  # type: ignore[arg-type]
+        analytics=worker.analytics(),
+    )
+    feed, stages = Feed(worker), worker.fold.map.stages
+    arrivals = {"from_stage": "new", "to_stage": worker.fold.map.initial_stage}
+    await feed.send(updater, _exposure("early", "offer", "none", OFFER, _at(0)))
+    opened = await worker.store.get("early")
+    live_before = (await worker.store.gauges(stages)).customers
+    arrived_before = worker.sample("parcours_journey_stage_transitions_total", **arrivals)
+    facts_before = worker.sample("parcours_analytics_facts_total")
+    await feed.send(updater, _event(1, "early", "page_view", 1))
+    begun = await worker.store.get("early")
+    live_after = (await worker.store.gauges(stages)).customers
+
+    assert opened is not None
+    assert opened.experiments["offer"].variant == "none"
+    assert opened.events_applied == 0
+    assert sum(live_before.values()) == 0
+    assert (arrived_before, facts_before) == (0, 0)
+    assert begun is not None
+    assert begun.events_applied == 1
+    assert begun.experiments["offer"].variant == "none"
+    assert sum(live_after.values()) == 1
+    assert worker.sample("parcours_journey_stage_transitions_total", **arrivals) == 1
+    assert worker.sample("parcours_analytics_facts_total") == 1
