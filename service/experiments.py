@@ -125,6 +125,11 @@ class ExperimentBook:
         """The definition of `name` as loaded (active or not)."""
         return self._by_name.get(name)
 
+    def deciding(self, kind: str) -> bool:
+        """Whether any active experiment decides at a point of `kind` (e.g. `recommendation`)."""
+        prefix = f"{kind}:"
+        return any(point.startswith(prefix) for point in self._by_point)
+
     def at(self, point: str) -> list[Defined]:
         """Active experiments deciding at `point` (e.g. `webhook:cart.abandoned`)."""
         return self._by_point.get(point, [])

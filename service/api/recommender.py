@@ -117,6 +117,8 @@ class Recommender:
         exposures = self._exposures
         assert exposures is not None
         await exposures.book.refresh()
+        if not exposures.book.deciding("recommendation"):
+            return  # the common case: nothing under test here, nothing to pay for
         new: list[Exposed] = []
         for ask, state, body in zip(asks, states, bodies, strict=True):
             if not exposures.eligible(ask.customer_id, state):
