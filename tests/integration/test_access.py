@@ -55,6 +55,7 @@ SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/v1/schema/event"): PUBLIC,
     ("GET", "/v1/schema/recommendations"): PUBLIC,
+    ("GET", "/v1/schema/triggers"): PUBLIC,
     ("GET", "/"): PUBLIC,
     ("GET", "/map"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,

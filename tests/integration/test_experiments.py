@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
@@ -407,3 +408,45 @@ async def test_a_journey_opened_by_an_exposure_begins_with_the_first_behaviour(
     assert sum(live_after.values()) == 1
     assert worker.sample("parcours_journey_stage_transitions_total", **arrivals) == 1
     assert worker.sample("parcours_analytics_facts_total") == 1
+
+
+async def test_every_trigger_type_matches_the_served_delivery_schema(
+    api: Api, worker: Worker
+) -> None:
+    """The four trigger types, one with an experiment's variant in it, validated against
+    `GET /v1/schema/triggers`; a payload missing a field or with an extra one is refused."""
+    spec = OFFER | {"decision": "webhook:cart.abandoned"}
+    assert (await api.client.put("/v1/experiments/remind", json=spec)).status_code == 201
+    scorer = _scorer(worker)
+    experimenting = worker.experimenting(scorer)  # type: ignore[arg-type]
+    updater = worker.labelled_updater(
+        scorer=scorer,  # type: ignore[arg-type]
+        triggering=worker.triggering(at_risk_threshold=0.0, experimenting=experimenting),
+        experimenting=experimenting,
+    )
+    feed = Feed(worker)
+    await feed.send(
+        updater,
+        _event(1, "ann", "product_view", 0, product_id="p1"),
+        _event(2, "ann", "add_to_cart", 1, product_id="p1", price=20.0),
+        _event(3, "ann", "purchase", 5, order_id="o-1"),
+        _event(1, "bea", "add_to_cart", 0, product_id="p2", price=9.5),
+    )
+    await feed.send(updater, _event(1, "cy", "page_view", 70))  # bea's cart is abandoned
+    schema = (await api.client.get("/v1/schema/triggers")).json()
+    triggers = [orjson.loads(t.to_json()) for t in await _triggers(worker)]
+
+    validator = jsonschema.Draft202012Validator(schema)
+    assert {t["type"] for t in triggers} == {
+        "journey.stage_changed", "customer.converted", "cart.abandoned", "cart.at_risk"
+    }  # fmt: skip
+    for trigger in triggers:
+        assert not list(validator.iter_errors(trigger)), trigger
+    [abandoned] = [t for t in triggers if t["type"] == "cart.abandoned"]
+    assert abandoned["payload"]["experiments"][0]["name"] == "remind"
+    broken = abandoned | {"payload": abandoned["payload"] | {"surprise": 1}}
+    missing = abandoned | {
+        "payload": {k: v for k, v in abandoned["payload"].items() if k != "cart"}
+    }
+    assert list(validator.iter_errors(broken))
+    assert list(validator.iter_errors(missing))

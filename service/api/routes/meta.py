@@ -16,6 +16,7 @@ from service.api.exposition import expose
 from service.api.recommendation_schemas import RecommendationsPublic
 from service.api.responses import OrjsonResponse
 from service.api.schemas import Health, Readiness
+from service.api.trigger_schemas import trigger_json_schema
 from service.errors import BusUnavailable
 from service.store import REDIS_ERRORS
 
@@ -75,6 +76,17 @@ async def get_recommendations_schema() -> OrjsonResponse:
     schema = RecommendationsPublic.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return OrjsonResponse(schema, media_type="application/schema+json")
+
+
+@router.get(
+    "/v1/schema/triggers",
+    tags=["webhooks"],
+    summary="The body of every webhook delivery (a trigger, by type) as JSON Schema",
+    response_class=OrjsonResponse,
+    responses=_SCHEMA,
+)
+async def get_triggers_schema() -> OrjsonResponse:
+    return OrjsonResponse(trigger_json_schema(), media_type="application/schema+json")
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[requires_unless_open(Scope.ADMIN)])
