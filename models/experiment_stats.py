@@ -159,10 +159,14 @@ def winner(arms: dict[str, Arm], alpha: float = ALPHA) -> str | None:
     return None
 
 
-def report(variants: list[str], arms: dict[str, Arm], *, bandit_policy: bool) -> dict[str, Any]:
-    """The figures `GET /v1/experiments/{name}` shows; variants in definition order."""
+def report(
+    variants: list[str], arms: dict[str, Arm], *, bandit_policy: bool, control: bool = True
+) -> dict[str, Any]:
+    """The figures `GET /v1/experiments/{name}` shows; variants in definition order, the
+    first the control (`control` False: none is known, so no lift is given)."""
     arms = {v: arms.get(v, Arm()) for v in variants}
-    control = arms[variants[0]] if variants else Arm()
+    baseline = arms[variants[0]] if variants else Arm()
+    has_control = control
     best = probability_best(arms)
     rows = []
     for name, arm in arms.items():
@@ -170,8 +174,8 @@ def report(variants: list[str], arms: dict[str, Arm], *, bandit_policy: bool) ->
         fixed = wilson(arm.conversions, arm.resolved)
         low, high = confidence_sequence(arm.conversions, arm.resolved, ALPHA / len(arms))
         lift = None
-        if name != variants[0] and rate is not None and control.rate:
-            lift = round(rate / control.rate - 1, 6)
+        if has_control and name != variants[0] and rate is not None and baseline.rate:
+            lift = round(rate / baseline.rate - 1, 6)
         rows.append(
             {
                 "variant": name,

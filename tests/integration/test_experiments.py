@@ -147,6 +147,11 @@ async def test_custom_decisions_are_sticky_recorded_once_and_their_outcomes_coun
     await _learn_and_publish(worker, samples)
     results = (await api.client.get("/v1/experiments/offer")).json()
     journey = await worker.store.get("cust-0")
+    assert (await api.client.delete("/v1/experiments/offer")).status_code == 204
+    reused = await api.client.put(
+        "/v1/experiments/offer", json=OFFER | {"variants": [{"name": "x"}, {"name": "y"}]}
+    )
+    kept = (await api.client.get("/v1/experiments/offer")).json()
 
     expected = {c: split(spec, "offer", c) for c in customers}
     assert [r.status_code for r in first + second] == [200] * 80
@@ -182,6 +187,14 @@ async def test_custom_decisions_are_sticky_recorded_once_and_their_outcomes_coun
         low, high = row["anytime_ci95"]
         assert low <= row["conversion_rate"] <= high
     assert results["exposures"] == 40
+    assert reused.status_code == 409  # its customers keep their variants: never reuse a name
+    assert kept["definition"] is None
+    # the results outlive the definition; without it no variant is known as the control
+    assert {r["variant"]: r["conversions"] for r in kept["variants"]} == {
+        r["variant"]: r["conversions"] for r in results["variants"]
+    }
+    assert all(r["lift_vs_control"] is None for r in kept["variants"])
+    assert [r["lift_vs_control"] is None for r in results["variants"]] == [True, False]
     assert results["winner"] is None  # 40 customers can show nothing safely
     assert "anytime" in results["warning"]
 

@@ -105,7 +105,7 @@ async def list_experiments(ctx: Context) -> ExperimentsPublic:
     dependencies=[requires(Scope.ADMIN)],
     responses={
         201: {"model": ExperimentPublic, "description": "Created"},
-        409: {"model": Problem, "description": "It exists with other variants"},
+        409: {"model": Problem, "description": "It exists, or ran, with other variants"},
     },
 )
 async def put_experiment(
@@ -123,6 +123,11 @@ async def put_experiment(
     old = await ctx.exposures.book.store.get(name)
     if old is not None and old.spec.variant_names != spec.variant_names:
         raise HTTPException(409, f"experiment {name!r} exists with other variants; use a new name")
+    await ctx.scorer.refresh()
+    used = set(ctx.scorer.training.experiments.tally(name)) - set(spec.variant_names)
+    if used:  # customers keep the variant they were exposed to: a name is never reused
+        msg = f"experiment {name!r} ran before with variants {sorted(used)}; use a new name"
+        raise HTTPException(409, msg)
     defined = await ctx.exposures.book.store.put(name, spec, now_ms=int(time.time() * 1000))
     await ctx.exposures.book.refresh(force=True)
     response.status_code = 200 if old is not None else 201
@@ -163,9 +168,10 @@ async def get_results(name: Name, ctx: Context) -> ResultsPublic:
         definition = defined.public() if defined is not None else None
         variants = spec.variant_names if spec is not None else sorted(ledger.tally(name))
         is_bandit = spec is not None and spec.policy != "split"
-    body = report(variants, ledger.tally(name), bandit_policy=is_bandit)
+    known = name == HOLDOUT or definition is not None  # else no control: results only
+    body = report(variants, ledger.tally(name), bandit_policy=is_bandit, control=known)
     contexts = {
-        context: report(variants, arms, bandit_policy=is_bandit)["variants"]
+        context: report(variants, arms, bandit_policy=is_bandit, control=known)["variants"]
         for context, arms in sorted(ledger.by_context.get(name, {}).items())
     }
     return ResultsPublic(
