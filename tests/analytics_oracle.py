@@ -24,7 +24,7 @@ from models.analytics import (
     segments_of,
 )
 from models.errors import InvalidEvent
-from models.events import EventDecoder
+from models.events import EXPOSURE_TYPE, EventDecoder
 from models.fold import Fold, Position
 from models.journeymap import EXIT, JourneyMap
 from models.state import JourneyState
@@ -120,6 +120,10 @@ def recompute(
         if skipped is not None:
             continue
         states[customer] = after
+        if event.type == EXPOSURE_TYPE:  # bookkeeping: the consumers record no fact for it
+            continue
+        if before is not None and not before.events_applied:
+            before = None  # it held only exposures: the journey begins with this event
         partition_of[customer] = record.partition
         newest[record.partition] = max(newest.get(record.partition, t), t)
         segments = (ALL, *segments_of(after))

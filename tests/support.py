@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from models.catalog import Catalog, CatalogUpdate, catalog_update
 from models.cooccurrence import CoOccurrence
 from models.errors import InvalidEvent
-from models.events import EventDecoder
+from models.events import EXPOSURE_TYPE, EventDecoder
+from models.experiments import announce, resolve
 from models.features import BASE_FEATURES
 from models.fold import Fold, Position
 from models.labels import ABANDONMENT, NEXT_STAGE, Kind, Label, Sample
@@ -143,8 +144,15 @@ def expected_catalog(fold: Fold, records: Sequence[Record], settings: RecommendS
     return catalog
 
 
-def expected_states(fold: Fold, records: Sequence[Record]) -> dict[str, JourneyState]:
-    """The pure fold of the log's valid events, customer by customer, in offset order."""
+def expected_states(
+    fold: Fold, records: Sequence[Record], *, outcomes: bool = False
+) -> dict[str, JourneyState]:
+    """The pure fold of the log's valid events, customer by customer, in offset order.
+
+    With `outcomes`, also what the state consumer's experiment duty decides on event time:
+    each applied event resolves the customer's open exposures, and every exposure has been
+    counted (announced) by the end. No window ends by the watermark alone here.
+    """
     decoder = EventDecoder(fold.map.event_types)
     now_ms = int(time.time() * 1000)
     states: dict[str, JourneyState] = {}
@@ -154,7 +162,13 @@ def expected_states(fold: Fold, records: Sequence[Record]) -> dict[str, JourneyS
         except InvalidEvent:
             continue
         position = Position(record.partition, record.offset)
-        states[event.customer_id] = fold.apply(states.get(event.customer_id), event, position)
+        state, skipped = fold.step(states.get(event.customer_id), event, position)
+        states[event.customer_id] = state
+        if outcomes and skipped is None and state.personalization:
+            resolve(state.experiments, event.type, event.timestamp_ms)
+    if outcomes:
+        for state in states.values():
+            announce(state.experiments)
     return states
 
 
@@ -197,6 +211,33 @@ def journey_stream(
                 "properties": props,
             }
         )
+    return stream
+
+
+def with_exposures(
+    events: Sequence[dict[str, Any]], *, seed: int, every: int = 10
+) -> list[dict[str, Any]]:
+    """`events` with an `experiment_exposure` of the same customer, at the same time, after
+    every `every`-th one: one of three experiments, either variant, converting on purchase."""
+    rng = random.Random(seed)
+    stream: list[dict[str, Any]] = []
+    for i, event in enumerate(events):
+        stream.append(event)
+        if i % every == every // 2:
+            exposure = {
+                "experiment": f"exp-{i % 3}", "variant": rng.choice(["a", "b"]),
+                "success": ["purchase"], "window_s": 86_400,
+            }  # fmt: skip
+            stream.append(
+                {
+                    "event_id": f"x-{seed}-{i}",
+                    "customer_id": event["customer_id"],
+                    "type": EXPOSURE_TYPE,
+                    "channel": event["channel"],
+                    "timestamp": event["timestamp"],
+                    "properties": {"exposure": exposure},
+                }
+            )
     return stream
 
 

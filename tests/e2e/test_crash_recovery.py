@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -33,6 +34,7 @@ from tests.support import (
     stored_states,
     wait_until,
     with_client_faults,
+    with_exposures,
 )
 
 pytestmark = pytest.mark.slow
@@ -71,7 +73,8 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
     await ensure_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic])
     env = settings_env(settings) | {"PARCOURS_ANALYTICS_MAX_TOUCHPOINTS": "100000"}
     events = journey_stream(customers=CUSTOMERS, events=EVENTS, seed=5)
-    messages = with_client_faults(events, seed=5, poison=POISON)
+    # experiment exposures among them: assignments and outcomes must be exactly once too
+    messages = with_client_faults(with_exposures(events, seed=5), seed=5, poison=POISON)
     watched = (kafka_bootstrap, kafka.consumer_group, kafka.events_topic)
     ends: dict[int, int] = {}
 
@@ -117,7 +120,7 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
 
     records = await read_records(kafka_bootstrap, kafka.events_topic, ends)
     assert len(records) == len(messages)
-    expected = expected_states(build_fold(settings.journey), records)
+    expected = expected_states(build_fold(settings.journey), records, outcomes=True)
     redis = connect_redis(redis_url, socket_timeout_s=5, max_connections=4)
     store = journey_store(redis, settings.redis)
     customers = sorted(expected)
@@ -134,6 +137,9 @@ async def test_sigkill_mid_stream_with_joining_member_applies_every_event_exactl
         f"{len(mismatched)} journeys differ from the pure fold, e.g. {mismatched[:5]}"
     )
     assert sum(s.events_applied for s in stored.values() if s) == len(events)
+    outcomes = Counter(a.status for s in stored.values() if s for a in s.experiments.values())
+    assert outcomes["converted"] > 0
+    assert outcomes["open"] > 0
 
     # the catalog learned every applied event once: basket counts and trending as the pure model
     reference = expected_catalog(build_fold(settings.journey), records, settings.recommend)
