@@ -24,3 +24,8 @@ class InvalidEvent(ParcoursError):
 
 class JourneyMapError(ParcoursError):
     """A journey map file that cannot be used; the message names file, line, key and problem."""
+
+
+class ExperimentError(ParcoursError):
+    """Experiment definitions that cannot be applied; the message names file, experiment and
+    field, or the rule they break."""

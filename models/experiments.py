@@ -35,7 +35,8 @@ MAX_PARAMS_BYTES: Final = 2048
 
 Policy = Literal["split", "thompson", "ucb"]
 Status = Literal["open", "converted", "missed"]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 DECISION_PATTERN: Final = r"^(recommendation|webhook|custom):[a-z0-9_.]{1,64}$"
 
 

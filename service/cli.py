@@ -18,6 +18,7 @@ from models.events import event_json_schema
 from models.journeymap import load_journey_map
 from service.api.exposition import share_between_workers
 from service.bus import ensure_parcours_topics
+from service.experiments_command import experiments_app
 from service.keys_command import keys_app
 from service.logs import configure_logging
 from service.replay import Format, replay_file, resolve
@@ -29,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(experiments_app, name="experiments")
 
 
 def _settings() -> Settings:

@@ -3,7 +3,6 @@ key, before any key exists to call `POST /v1/keys` with."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -12,10 +11,8 @@ from typing import Annotated, TypeVar
 import typer
 
 from models.access import ApiKey, Scope, issue
-from models.errors import ParcoursError
 from service.access import KeyStore
-from service.settings import get_settings
-from service.store import redis_from_settings
+from service.redis_command import with_redis
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -23,23 +20,9 @@ T = TypeVar("T")
 
 
 def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
-    settings = get_settings()
-    if not settings.redis.url:
-        typer.echo("error: PARCOURS_REDIS_URL is not set", err=True)
-        raise typer.Exit(2)
-
-    async def run() -> T:
-        redis = redis_from_settings(settings.redis)
-        try:
-            return await action(KeyStore(redis, prefix=settings.redis.key_prefix))
-        finally:
-            await redis.aclose()
-
-    try:
-        return asyncio.run(run())
-    except ParcoursError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    return with_redis(
+        lambda redis, settings: action(KeyStore(redis, prefix=settings.redis.key_prefix))
+    )
 
 
 def _line(key: ApiKey) -> str:

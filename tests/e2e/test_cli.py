@@ -160,3 +160,45 @@ def test_keys_without_redis_configured_says_so() -> None:
 
     assert result.exit_code == 2
     assert "PARCOURS_REDIS_URL" in result.output
+
+
+def test_experiments_apply_a_file_then_list_them(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = settings_env(make_settings(kafka_bootstrap, redis_url))
+    good = tmp_path / "experiments.yaml"
+    good.write_text(
+        "experiments:\n"
+        "  cart-offer:\n"
+        "    decision: webhook:cart.abandoned\n"
+        "    variants: [{name: none}, {name: free_shipping, params: {offer: free_shipping}}]\n"
+        "    policy: thompson\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "experiments:\n  shelf:\n    decision: custom:shelf\n    variants: [{name: a}]\n"
+    )
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(good.read_text().replace("free_shipping,", "ten_percent,"))
+
+    get_settings.cache_clear()
+    applied = runner.invoke(app, ["experiments", "apply", str(good)], env=env)
+    get_settings.cache_clear()
+    again = runner.invoke(app, ["experiments", "apply", str(good)], env=env)
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["experiments", "apply", str(bad)], env=env)
+    get_settings.cache_clear()
+    renamed = runner.invoke(app, ["experiments", "apply", str(changed)], env=env)
+    get_settings.cache_clear()
+    listed = runner.invoke(app, ["experiments", "list"], env=env)
+
+    assert applied.exit_code == 0, applied.output
+    assert applied.stdout.startswith("written")
+    assert again.stdout.startswith("unchanged")
+    assert refused.exit_code == 2
+    assert f"{bad}: experiments.shelf.variants:" in refused.output
+    assert renamed.exit_code == 1
+    assert "exists with other variants" in renamed.output
+    assert listed.stdout.split() == [
+        "cart-offer", "active", "webhook:cart.abandoned", "thompson", "none,free_shipping"
+    ]  # fmt: skip
