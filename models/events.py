@@ -109,7 +109,7 @@ class EventProperties(BaseModel):
 
     product_id: Identifier | None = None
     category: str | None = Field(default=None, min_length=1, max_length=256)
-    price: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    price: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False, strict=True)
     quantity: int | None = Field(default=None, ge=1, le=10_000)
     order_id: Identifier | None = None
     url: str | None = Field(default=None, max_length=2048)

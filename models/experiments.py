@@ -46,7 +46,9 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
-    weight: float = Field(default=1.0, gt=0, le=1e6, description="Relative share (split only).")
+    weight: float = Field(
+        default=1.0, gt=0, le=1e6, strict=True, description="Relative share (split only)."
+    )
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Returned with each decision (e.g. the offer); at most 2 KiB as JSON.",

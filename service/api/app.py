@@ -19,7 +19,7 @@ from models.events import Event
 from models.journeymap import BUILTIN_MAPS, load_journey_map
 from service.access import Denied, Gate, KeyStore, RateLimited
 from service.analytics import analytics_store
-from service.api.auth import refused
+from service.api.auth import document_keys, refused
 from service.api.context import ApiContext
 from service.api.exposition import api_registry, worker_stopped
 from service.api.http_errors import RouteMethods, http_error
@@ -229,7 +229,9 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 
 def _document_event_schema(app: FastAPI) -> None:
-    """Add `Event` (read from raw bytes, not a FastAPI body parameter) to the OpenAPI components."""
+    """Add `Event` (read from raw bytes, not a FastAPI body parameter) to the OpenAPI
+    components, and the API key schemes to the guarded operations (the key check reads its
+    headers itself, which FastAPI cannot see)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -239,7 +241,7 @@ def _document_event_schema(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(event.pop("$defs", {}))
             components["Event"] = event
-            app.openapi_schema = schema
+            app.openapi_schema = document_keys(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

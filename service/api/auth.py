@@ -9,11 +9,10 @@ the access log; the key itself is never logged.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
 from models.access import Scope
@@ -22,8 +21,16 @@ from service.api.context import ApiContext
 from service.api.responses import problem
 from service.api.schemas import Problem
 
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer prc_...`")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: prc_...`")
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "HTTPBearer": {
+        "type": "http", "scheme": "bearer", "description": "`Authorization: Bearer prc_...`",
+    },
+    "APIKeyHeader": {
+        "type": "apiKey", "in": "header", "name": "X-API-Key",
+        "description": "`X-API-Key: prc_...`",
+    },
+}  # fmt: skip
+"""How OpenAPI describes the two ways to send a key (`document_keys` adds them)."""
 
 GUARDED: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "No valid API key (see `WWW-Authenticate`)"},
@@ -38,9 +45,6 @@ UNROUTABLE: dict[int | str, dict[str, Any]] = {
 }
 """For routes with an id in the path and no 404 of their own."""
 
-Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
-Header = Annotated[str | None, Security(_header)]
-
 
 def requires(scope: Scope) -> DependsParam:
     """A dependency that lets the request through only with a key granting `scope`."""
@@ -53,11 +57,11 @@ def requires_unless_open(scope: Scope) -> DependsParam:
 
 
 def _admitter(scope: Scope, *, skip_when_metrics_open: bool) -> DependsParam:
-    async def admit(request: Request, bearer: Bearer, header: Header) -> None:
+    async def admit(request: Request) -> None:  # headers read here: no sub-dependencies
         context: ApiContext = request.app.state.context
         if context.gate is None or (skip_when_metrics_open and context.settings.api.metrics_open):
             return
-        token = _token(request, header)
+        token = _token(request)
         key = await context.gate.admit(token, scope)
         request.state.key_id = key.id
 
@@ -65,12 +69,23 @@ def _admitter(scope: Scope, *, skip_when_metrics_open: bool) -> DependsParam:
     return dependency
 
 
-def _token(request: Request, header: str | None) -> str | None:
+def document_keys(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare the key schemes in an OpenAPI schema, on every operation that may answer 401
+    (each guarded route documents it through `GUARDED`)."""
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "401" in operation.get("responses", {}):
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    return schema
+
+
+def _token(request: Request) -> str | None:
     """The presented key: an `Authorization` header, when there is one, decides alone (a
     wrong one is refused even beside a good `X-API-Key`)."""
     authorization = request.headers.get("authorization")
     if authorization is None:
-        return header
+        return request.headers.get("x-api-key")
     scheme, _, credentials = authorization.partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" else authorization
 

@@ -57,7 +57,11 @@ class WebhookFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_cart_value: float | None = Field(
-        default=None, ge=0, allow_inf_nan=False, description="only triggers with a cart this big"
+        default=None,
+        strict=True,
+        ge=0,
+        allow_inf_nan=False,
+        description="only triggers with a cart this big",
     )
     stages: list[StageName] | None = Field(
         default=None,

@@ -283,3 +283,23 @@ async def test_without_auth_every_route_is_open(settings: Settings) -> None:
         response = await api.client.get("/v1/keys")
 
     assert response.status_code == 200
+
+
+async def test_openapi_declares_the_key_schemes_on_exactly_the_protected_operations(
+    api: Api,
+) -> None:
+    schema = api.app.openapi()
+    documented = {
+        (method.upper(), path): "security" in operation
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    expected = {
+        (method, re.sub(r":path\}", "}", path)): scope is not PUBLIC
+        for (method, path), scope in SCOPES.items()
+        if (method, re.sub(r":path\}", "}", path)) in documented
+    }
+
+    assert set(schema["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
+    assert len(expected) == len(documented)
+    assert documented == expected

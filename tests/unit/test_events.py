@@ -482,3 +482,10 @@ def test_extras_with_integers_past_64_bits_are_refused_naming_properties(
 
     where = ["body", 0, "properties"] if batch else ["properties"]
     assert locs(exc) == [where]
+
+
+def test_decode_boolean_price_is_refused_not_read_as_one(decoder: EventDecoder) -> None:
+    exc = rejection(decoder, raw(with_props(price=True)))
+
+    assert locs(exc) == [["properties", "price"]]
+    assert decoder.decode(raw(with_props(price=3)), NOW_MS).properties.price == 3.0

@@ -33,7 +33,7 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="who or what holds the key")
     scopes: list[Scope] = Field(min_length=1, max_length=3)
     rate_per_s: float | None = Field(
-        default=None, gt=0, le=1e6, description="requests per second per API process"
+        default=None, strict=True, gt=0, le=1e6, description="requests per second per API process"
     )
 
 
