@@ -166,7 +166,6 @@ def report(
     first the control (`control` False: none is known, so no lift is given)."""
     arms = {v: arms.get(v, Arm()) for v in variants}
     baseline = arms[variants[0]] if variants else Arm()
-    has_control = control
     best = probability_best(arms)
     rows = []
     for name, arm in arms.items():
@@ -174,7 +173,7 @@ def report(
         fixed = wilson(arm.conversions, arm.resolved)
         low, high = confidence_sequence(arm.conversions, arm.resolved, ALPHA / len(arms))
         lift = None
-        if has_control and name != variants[0] and rate is not None and baseline.rate:
+        if control and name != variants[0] and rate is not None and baseline.rate:
             lift = round(rate / baseline.rate - 1, 6)
         rows.append(
             {

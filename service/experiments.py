@@ -147,6 +147,15 @@ class ExperimentBook:
             for d in self.at(point)
         ]
 
+    def decide_in(
+        self, name: str, customer_id: str, state: JourneyState | None, ledger: ExperimentLedger
+    ) -> Decision | None:
+        """The customer's variant in experiment `name` alone (None if it is not defined)."""
+        spec = self.spec(name)
+        if spec is None:
+            return None
+        return decide(name, spec, customer_id, state, ledger, self._initial)
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -64,6 +64,10 @@ class Exposures:
         """The customer's variants at `point`, from the served snapshot's bandits."""
         return self.book.decide(point, customer_id, state, self._scorer.training.experiments)
 
+    def decide_in(self, name: str, customer_id: str, state: JourneyState | None) -> Decision | None:
+        """The customer's variant in experiment `name` alone (a custom decision)."""
+        return self.book.decide_in(name, customer_id, state, self._scorer.training.experiments)
+
     async def record(self, exposed: Sequence[Exposed]) -> set[tuple[str, str]]:
         """Publish the new exposures; returns the (customer, experiment) pairs that failed."""
         events: dict[str, tuple[Exposed, Event]] = {}

@@ -78,6 +78,21 @@ def _exposure(
     }
 
 
+def _triggering_updater(
+    worker: Worker, *, holdout: float = 0.0, at_risk_threshold: float = 0.7
+) -> Any:
+    """An updater with models, triggers and experiments, as `parcours consume` wires them."""
+    scorer = _scorer(worker)
+    experimenting = worker.experimenting(scorer, holdout=holdout)  # type: ignore[arg-type]
+    return worker.labelled_updater(
+        scorer=scorer,  # type: ignore[arg-type]
+        triggering=worker.triggering(
+            at_risk_threshold=at_risk_threshold, experimenting=experimenting
+        ),
+        experimenting=experimenting,
+    )
+
+
 def _at(minutes: float) -> str:
     return (T0 + timedelta(minutes=minutes)).isoformat()
 
@@ -233,13 +248,7 @@ async def test_webhook_triggers_carry_the_variant_and_open_its_window(worker: Wo
     await ExperimentStore(worker.redis, prefix=worker.settings.redis.key_prefix).put(
         "nudge", ExperimentSpec.model_validate(store_spec), now_ms=0
     )
-    scorer = _scorer(worker)
-    experimenting = worker.experimenting(scorer)  # type: ignore[arg-type]
-    updater = worker.labelled_updater(
-        scorer=scorer,  # type: ignore[arg-type]
-        triggering=worker.triggering(experimenting=experimenting),
-        experimenting=experimenting,
-    )
+    updater = _triggering_updater(worker)
     feed = Feed(worker)
     await feed.send(
         updater,
@@ -268,13 +277,7 @@ async def test_holdout_customers_get_no_triggers_and_are_compared_with_the_rest(
     worker: Worker, settings: Settings
 ) -> None:
     share = 0.5
-    scorer = _scorer(worker)
-    experimenting = worker.experimenting(scorer, holdout=share)  # type: ignore[arg-type]
-    updater = worker.labelled_updater(
-        scorer=scorer,  # type: ignore[arg-type]
-        triggering=worker.triggering(experimenting=experimenting),
-        experimenting=experimenting,
-    )
+    updater = _triggering_updater(worker, holdout=share)
     customers = [f"h-{i}" for i in range(12)]
     held = {c for c in customers if in_holdout(c, share)}
     feed = Feed(worker)
@@ -430,13 +433,7 @@ async def test_every_trigger_type_matches_the_served_delivery_schema(
     `GET /v1/schema/triggers`; a payload missing a field or with an extra one is refused."""
     spec = OFFER | {"decision": "webhook:cart.abandoned"}
     assert (await api.client.put("/v1/experiments/remind", json=spec)).status_code == 201
-    scorer = _scorer(worker)
-    experimenting = worker.experimenting(scorer)  # type: ignore[arg-type]
-    updater = worker.labelled_updater(
-        scorer=scorer,  # type: ignore[arg-type]
-        triggering=worker.triggering(at_risk_threshold=0.0, experimenting=experimenting),
-        experimenting=experimenting,
-    )
+    updater = _triggering_updater(worker, at_risk_threshold=0.0)
     feed = Feed(worker)
     await feed.send(
         updater,

@@ -206,8 +206,8 @@ async def decide(name: Name, ask: DecisionAsk, ctx: Context) -> DecisionPublic:
     state = await ctx.store.get(ask.customer_id)
     if not exposures.eligible(ask.customer_id, state):
         raise HTTPException(409, "the customer gets no experiments (holdout or opted out)")
-    decided = exposures.decide(spec.decision, ask.customer_id, state)
-    [decision] = [d for d in decided if d.experiment == name]
+    decision = exposures.decide_in(name, ask.customer_id, state)
+    assert decision is not None  # its definition was found above
     if decision.new:
         at = ask.at or datetime.now(UTC)
         exposed = Exposed(ask.customer_id, decision, int(at.timestamp() * 1000), ask.channel)
