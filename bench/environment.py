@@ -17,6 +17,7 @@ class Services:
     bootstrap: str
     redis_url: str
     pids: list[int]
+    broker_pid: int | None = None
 
 
 @contextlib.contextmanager
@@ -33,6 +34,7 @@ def local_services() -> Iterator[Services]:
             kafka.bootstrap if kafka else os.environ["PARCOURS_KAFKA_BOOTSTRAP"],
             redis.url if redis else os.environ["PARCOURS_REDIS_URL"],
             [server.pid for server in started if server.pid],
+            kafka.pid if kafka else None,
         )
     finally:
         for server in started:

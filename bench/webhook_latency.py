@@ -13,11 +13,16 @@ run then paces two phases at `--rate` triggers/s, alternating which goes first:
   - direct (reference): the same triggers produced straight to the triggers topic, so only
     the dispatcher works; latency is from that send.
 
-The first `--warmup` seconds of each phase are not measured. A tap on the triggers topic
+Every run starts its own broker and Redis (`PARCOURS_KAFKA_BOOTSTRAP` / `PARCOURS_REDIS_URL`
+when set, with fresh topics), receiver and roles, warms both phases up, then measures them. A
+fresh broker per run because the embedded Tansu broker's memory storage costs more CPU per
+fetch the more a partition holds (`bench.broker_growth` measures it): on one broker kept for
+several runs, later runs measured the broker filling up, not Parcours. The first `--warmup`
+seconds of each phase are not measured. A tap on the triggers topic
 splits pipeline latency at the trigger record's timestamp (set when the consumer publishes
 it): consumer part and dispatcher part. Prints per run and as medians of the runs: offered
-and achieved triggers/s, deliveries/s, p50/p95/p99/max latency, and triggers not delivered
-(counted as infinitely late).
+and achieved triggers/s, deliveries/s, p50/p95/p99/max latency, triggers not delivered
+(counted as infinitely late), and the cores the broker and each role used over the phase.
 
     python -m bench.webhook_latency --rate 500 --duration 30 --runs 3
 
@@ -49,11 +54,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.environment import isolated_env
+from bench.environment import isolated_env, local_services
 from bench.recommend_load import processes, wait_until_serving
+from bench.scale_out import cpu_seconds
 from models.triggers import Trigger
 from models.webhooks import Subscription
-from service.embedded import EmbeddedKafka, EmbeddedRedis, die_with_parent, free_port
+from service.embedded import die_with_parent, free_port
 from service.store import connect_redis
 from service.subscriptions import SubscriptionStore
 
@@ -63,7 +69,8 @@ PHASES = ("pipeline", "direct")
 
 
 class Result(NamedTuple):
-    """One measured phase: rates per second, latencies in ms, triggers never delivered."""
+    """One measured phase: rates per second, latencies in ms, triggers never delivered, and
+    the cores used by the broker (embedded only) and each role over the whole phase."""
 
     offered: float
     triggers: float
@@ -78,6 +85,9 @@ class Result(NamedTuple):
     consumer_p99: float = math.nan
     dispatch_p50: float = math.nan
     dispatch_p99: float = math.nan
+    broker_cpu: float = math.nan
+    consume_cpu: float = math.nan
+    dispatch_cpu: float = math.nan
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -284,6 +294,7 @@ class Bench:
         tap: TriggerTap,
         metrics: str,
     ) -> None:
+        self.cpu_of: dict[str, int] = {}  # broker and roles, by name, once they run
         self.args = args
         self.metrics = metrics
         self.feed = feed
@@ -297,14 +308,24 @@ class Bench:
         self._phases += 1
         prefix, count = f"c{self._phases}", round((args.warmup + seconds) * args.rate)
         parked = await parked_total(self.metrics)
+        started, cpu = time.monotonic(), self._cpu()
         if name == "pipeline":
             causes = await self.feed.pipeline(prefix, count, args.rate, args.gap)
         else:
             causes = await self.feed.direct(prefix, count, args.rate)
         await self._drain(causes)
+        cores = {n: (s - cpu[n]) / (time.monotonic() - started) for n, s in self._cpu().items()}
         measured = causes[round(args.warmup * args.rate) :]
         result = self.measure(measured, pipeline=name == "pipeline")
-        return result._replace(parked=await parked_total(self.metrics) - parked)
+        return result._replace(
+            parked=await parked_total(self.metrics) - parked,
+            broker_cpu=cores.get("broker", math.nan),
+            consume_cpu=cores.get("consume", math.nan),
+            dispatch_cpu=cores.get("dispatch", math.nan),
+        )
+
+    def _cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.cpu_of.items()}
 
     async def _drain(self, causes: list[str], quiet_s: float = 10.0) -> None:
         """Until every cause was delivered, or nothing more arrived for `quiet_s`."""
@@ -338,31 +359,31 @@ class Bench:
         )  # fmt: skip
 
 
-async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Result]]:
-    results: dict[str, list[Result]] = {name: [] for name in PHASES}
-    for run in range(args.runs):
-        for name in PHASES if run % 2 == 0 else tuple(reversed(PHASES)):
-            result = await bench.phase(name, args.duration)
-            results[name].append(result)
-            print(f"run {run + 1} | {name:<8} | {_cells(result)}", flush=True)
-            await asyncio.sleep(args.pause)
-    return results
+async def measure(bench: Bench, run: int, results: dict[str, list[Result]]) -> None:
+    """One run's two phases, in alternating order from run to run."""
+    for name in PHASES if run % 2 == 0 else tuple(reversed(PHASES)):
+        result = await bench.phase(name, bench.args.duration)
+        results[name].append(result)
+        print(f"run {run + 1} | {name:<8} | {_cells(result)}", flush=True)
+        await asyncio.sleep(bench.args.pause)
 
 
 def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     print(f"\nmedians of {args.runs} runs at {args.rate}/s offered, {args.duration:g}s each")
     print("| phase | offered/s | triggers/s | deliveries/s | p50 ms | p95 ms | p99 ms | max ms "
-          "| not delivered | parked | consumer p50/p99 ms | dispatcher p50/p99 ms |")  # fmt: skip
+          "| not delivered | parked | consumer p50/p99 ms | dispatcher p50/p99 ms "
+          "| cores: broker / consume / dispatch |")  # fmt: skip
     for name, runs in results.items():
         median = Result(*(statistics.median(v) for v in zip(*runs, strict=True)))
         print(f"| {name} | {_cells(median)} |")
 
 
 def _cells(r: Result) -> str:
-    split = ""
+    split = " | |"
     if not math.isnan(r.consumer_p50):
         split = (f" | {r.consumer_p50:.0f} / {r.consumer_p99:.0f}"
                  f" | {r.dispatch_p50:.0f} / {r.dispatch_p99:.0f}")  # fmt: skip
+    split += f" | {r.broker_cpu:.2f} / {r.consume_cpu:.2f} / {r.dispatch_cpu:.2f}"
     return (f"{r.offered:.0f} | {r.triggers:.0f} | {r.deliveries:.0f} | {r.p50:.1f} | "
             f"{r.p95:.1f} | {r.p99:.1f} | {r.max:.0f} | {r.missing} | {r.parked:.0f}"
             f"{split}")  # fmt: skip
@@ -383,37 +404,53 @@ async def profile(bench: Bench, pids: list[int], prefix: str) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with EmbeddedKafka() as kafka, EmbeddedRedis() as redis:
-        env = environment(kafka.bootstrap, redis.url, uuid.uuid4().hex[:8])
+    """Every run on its own broker and Redis (see the module docstring), then the medians."""
+    results: dict[str, list[Result]] = {name: [] for name in PHASES}
+    for run in range(args.runs):
+        last = run == args.runs - 1
+        await one_run(args, run, results, profile_prefix=args.profile if last else None)
+    report(results, args)
+
+
+async def one_run(
+    args: argparse.Namespace,
+    run: int,
+    results: dict[str, list[Result]],
+    *,
+    profile_prefix: str | None,
+) -> None:
+    with local_services() as services:
+        env = environment(services.bootstrap, services.redis_url, uuid.uuid4().hex[:8])
         created = await asyncio.create_subprocess_exec(*CLI, "topics", env=env)
         await created.wait()
-        receiver, tap = Receiver(), TriggerTap(kafka.bootstrap, env["PARCOURS_TRIGGERS_TOPIC"])
-        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=5)
+        triggers_topic = env["PARCOURS_TRIGGERS_TOPIC"]
+        receiver, tap = Receiver(), TriggerTap(services.bootstrap, triggers_topic)
+        producer = AIOKafkaProducer(bootstrap_servers=services.bootstrap, acks="all", linger_ms=5)
         try:
-            await subscribe(redis.url, env["PARCOURS_REDIS_KEY_PREFIX"], await receiver.start())
+            await subscribe(services.redis_url, env["PARCOURS_REDIS_KEY_PREFIX"],
+                            await receiver.start())  # fmt: skip
             await tap.start()
             await producer.start()
-            topics = env["PARCOURS_KAFKA_EVENTS_TOPIC"], env["PARCOURS_TRIGGERS_TOPIC"]
-            feed = Feed(producer, *topics)
+            feed = Feed(producer, env["PARCOURS_KAFKA_EVENTS_TOPIC"], triggers_topic)
             metrics = f"http://127.0.0.1:{env['PARCOURS_WEBHOOKS_METRICS_PORT']}/metrics"
-            await run(Bench(args, feed, receiver, tap, metrics), env)
+            bench = Bench(args, feed, receiver, tap, metrics)
+            async with processes([*CLI, "consume"], [*CLI, "dispatch"], env=env) as pids:
+                bench.cpu_of = dict(zip(("consume", "dispatch"), pids, strict=True))
+                if services.broker_pid:
+                    bench.cpu_of["broker"] = services.broker_pid
+                await wait_until_serving(bench.metrics)
+                for name in PHASES:  # both groups join and every path is warm before timing
+                    warm = await bench.phase(name, args.warmup)
+                    print(f"run {run + 1} warm-up {name}: {_cells(warm)}", flush=True)
+                await measure(bench, run, results)
+                print(f"run {run + 1}: trigger records by type {tap.by_type}; "
+                      f"duplicate deliveries: {receiver.duplicates}", flush=True)  # fmt: skip
+                if profile_prefix:
+                    await profile(bench, pids, profile_prefix)
         finally:
             await producer.stop()
             await tap.stop()
             await receiver.stop()
-
-
-async def run(bench: Bench, env: dict[str, str]) -> None:
-    args = bench.args
-    async with processes([*CLI, "consume"], [*CLI, "dispatch"], env=env) as pids:
-        await wait_until_serving(bench.metrics)
-        for name in PHASES:  # both groups join and every path is warm before timing
-            print(f"warm-up {name}: {_cells(await bench.phase(name, 5))}", flush=True)
-        report(await measure(bench, args), args)
-        print(f"trigger records by type, whole run: {bench.tap.by_type}; "
-              f"duplicate deliveries: {bench.receiver.duplicates}")  # fmt: skip
-        if args.profile:
-            await profile(bench, pids, args.profile)
 
 
 if __name__ == "__main__":
