@@ -34,7 +34,7 @@ async def _timed(metrics: DependencyMetrics, command: str, call: Any) -> Any:
         metrics.redis_errors.labels(command, type(exc).__name__).inc()
         raise
     finally:
-        metrics.redis_seconds.labels(command).observe(time.perf_counter() - start)
+        metrics.redis_call(command).observe(time.perf_counter() - start)
 
 
 class InstrumentedRedis(Redis):

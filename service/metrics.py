@@ -5,7 +5,14 @@ Names follow `parcours_<area>_<thing>_<unit>`; labels are low-cardinality (never
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -13,6 +20,13 @@ _EVENT_TIME_BUCKETS = (*_LAG_BUCKETS, 4 * 3600, 86_400, 7 * 86_400)  # late and 
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                  0.5, 1, 2.5)  # fmt: skip
+
+
+def cached_labels(metric: _Metric) -> Callable[..., _Metric]:
+    """`metric.labels` that remembers each child: a hot path pays one dict lookup instead of
+    the client's checks, lock and key building. Only for metrics whose children are never
+    removed (a remembered child would outlive `remove`) and whose label values are bounded."""
+    return functools.lru_cache(maxsize=4096)(metric.labels)
 
 
 class DependencyMetrics:
@@ -31,6 +45,7 @@ class DependencyMetrics:
             "Redis commands that failed: connection, timeout or error reply, by exception.",
             ["command", "error"], registry=registry,
         )  # fmt: skip
+        self.redis_call = cached_labels(self.redis_seconds)
         self.produce_seconds = Histogram(
             "parcours_kafka_produce_duration_seconds",
             "Time from handing a record to the producer to the broker's acknowledgement.",
@@ -208,6 +223,8 @@ class ApiMetrics:
             "parcours_http_request_duration_seconds", "Time to answer an HTTP request.",
             ["route", "method"], buckets=_LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        self.requests_of = cached_labels(self.requests)
+        self.latency_of = cached_labels(self.latency)
         self.events = Counter(
             "parcours_api_events_total",
             "Events received over HTTP by outcome (accepted, invalid, unavailable).",
@@ -224,6 +241,7 @@ class ApiMetrics:
             "Recommendation actions served, by action type and page context.",
             ["type", "context"], registry=registry,
         )  # fmt: skip
+        self.recommendations_of = cached_labels(self.recommendations)
         self.exposures = Counter(
             "parcours_api_experiment_exposures_total",
             "First exposures the API published as experiment_exposure events (recorded), or "

@@ -56,16 +56,23 @@ def requires_unless_open(scope: Scope) -> DependsParam:
     return _admitter(scope, skip_when_metrics_open=True)
 
 
-def _admitter(scope: Scope, *, skip_when_metrics_open: bool) -> DependsParam:
-    async def admit(request: Request) -> None:  # headers read here: no sub-dependencies
-        context: ApiContext = request.app.state.context
-        if context.gate is None or (skip_when_metrics_open and context.settings.api.metrics_open):
-            return
-        token = _token(request)
-        key = await context.gate.admit(token, scope)
+async def admit(request: Request, scope: Scope) -> None:
+    """What `requires(scope)` does, called by a hot route itself (no dependency to solve per
+    request); the route must still declare `responses=GUARDED` so OpenAPI documents the key."""
+    context: ApiContext = request.app.state.context
+    if context.gate is not None:
+        key = await context.gate.admit(_token(request), scope)
         request.state.key_id = key.id
 
-    dependency: DependsParam = Depends(admit)
+
+def _admitter(scope: Scope, *, skip_when_metrics_open: bool) -> DependsParam:
+    async def admitted(request: Request) -> None:  # headers read here: no sub-dependencies
+        context: ApiContext = request.app.state.context
+        if skip_when_metrics_open and context.settings.api.metrics_open:
+            return
+        await admit(request, scope)
+
+    dependency: DependsParam = Depends(admitted)
     return dependency
 
 

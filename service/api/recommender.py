@@ -226,7 +226,7 @@ class Recommender:
             policy=self._policy,
         )
         for action in actions:
-            self._metrics.recommendations.labels(action.type, ask.context).inc()
+            self._metrics.recommendations_of(action.type, ask.context).inc()
         logger.debug("%d recommendations (%s)", len(actions), ask.context)
         return render_answer(
             ask.customer_id,

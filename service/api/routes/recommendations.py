@@ -12,7 +12,7 @@ from models.access import Scope
 from models.events import Identifier
 from models.recommend import Context as PageContext
 from service.api import recommendation_query as query
-from service.api.auth import GUARDED, UNROUTABLE, requires
+from service.api.auth import GUARDED, UNROUTABLE, admit, requires
 from service.api.context import ApiContext
 from service.api.deps import Context
 from service.api.recommendation_schemas import BatchRecommendationsPublic, RecommendationsPublic
@@ -23,7 +23,6 @@ from service.api.schemas import FieldProblem
 router = APIRouter(
     prefix="/v1",
     tags=["recommendations"],
-    dependencies=[requires(Scope.READ)],
     responses=GUARDED
     | UNROUTABLE
     | {422: {"model": FieldProblem, "description": "Field-level errors"}},
@@ -52,6 +51,7 @@ async def get_recommendations(request: Request) -> Any:
 
     An unknown customer gets the cold-start answer (`known: false`), not a 404.
     """
+    await admit(request, Scope.READ)  # called here, not as a dependency: the storefront's hot path
     asked = query.parse(request.path_params["customer_id"], request.query_params)
     ctx: ApiContext = request.app.state.context
     limit = _limit(ctx, asked.limit, ("query", "limit"))
@@ -64,6 +64,7 @@ async def get_recommendations(request: Request) -> Any:
     "/recommendations:batch",
     summary="Recommendations for up to `PARCOURS_RECOMMEND_MAX_BATCH` customers at once",
     response_model=BatchRecommendationsPublic,
+    dependencies=[requires(Scope.READ)],
 )
 async def batch_recommendations(batch: BatchRequest, request: Request, ctx: Context) -> Any:
     """The single-customer answer for each id, in request order (ids: `<request id>.<index>`)."""
