@@ -15,7 +15,8 @@ probability, the trending score relative to the top one).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple, get_args
 
 from models.journeymap import EXIT, JourneyMap
@@ -82,15 +83,20 @@ class Item(NamedTuple):
     category: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One thing to show: its type, a score in [0, 1], the items, why, and type-specific detail."""
+_NO_DETAILS: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class Action(NamedTuple):
+    """One thing to show: its type, a score in [0, 1], the items, why, and type-specific detail.
+
+    A named tuple, not a frozen dataclass: a request builds several, and a frozen dataclass's
+    constructor sets each field through `object.__setattr__`."""
 
     type: ActionType
     score: float
     reason: str
     items: tuple[Item, ...] = ()
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = _NO_DETAILS
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +127,18 @@ def recommend(
     policy: Policy = Policy(),
 ) -> list[Action]:
     """The ranked actions for this request; see the module docstring for the order."""
+    order = PRIORITIES[context]
     pools: dict[ActionType, list[Action]] = {
         "abandoned_cart_reminder": _reminder(state, now_ms, scores, policy),
         "accessory": _accessories(candidates.accessories),
         "next_best_action": _next_best(state, journey_map, scores),
-        "trending": _trending(candidates, {a.product_id for a in candidates.accessories}, limit),
     }
-    order = PRIORITIES[context]
+    # Every other kind in the order takes one place first, so trending can fill no more than
+    # the rest (and at least its own first place): build no more trending actions than that.
+    others = sum(1 for kind, pool in pools.items() if pool and kind in order)
+    trending = max(1, limit - others) if "trending" in order else 0
+    taken = {a.product_id for a in candidates.accessories}
+    pools["trending"] = _trending(candidates, taken, trending)
     chosen: dict[ActionType, list[Action]] = {kind: pools[kind][:1] for kind in order}
     room = limit - sum(map(len, chosen.values()))
     for kind in order:
