@@ -2,8 +2,10 @@
 
 Bad combinations are `422`s naming the parameter to change: `to` not after `from`
 (`range_reversed`), a range of more buckets than the retention keeps (`range_too_long`, on
-`from`), an unknown `segment` or `journey_map`. Without `to`, the range ends with the bucket
-holding the newest event time counted (event time: a replay of last year reads as it was).
+`from`), buckets outside the years 1 to 9999 that answers can name (`out_of_range`, on
+`from`, `to` or `at`), an unknown `segment` or `journey_map`. Without `to`, the range ends
+with the bucket holding the newest event time counted (event time: a replay of last year
+reads as it was).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from service.api.deps import Context
 DEFAULT_SPAN: Final[dict[str, int]] = {"hour": 24, "day": 30}
 """Buckets a range covers when `from` is left out."""
 SEGMENTS: Final = segment_names()
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 SegmentQuery = Annotated[
@@ -85,6 +88,8 @@ async def change_window(
     clocks = await ctx.analytics.clocks()
     size = BUCKETS["hour"]
     end = bucket_start(_ms(at), size) + size if at is not None else _after_newest(clocks, size)
+    if at is not None and not _nameable(end - (recent_hours + baseline_hours) * size, end):
+        errors.append(_out_of_range("at"))
     analytics = ctx.settings.analytics
     wait_ms = int((analytics.allowed_lateness_s + analytics.horizon_s) * 1000)
     newest_decided = min(clocks.values()) - wait_ms if clocks else end
@@ -135,6 +140,10 @@ async def window(
     end = _ms(to) if to is not None else _after_newest(await ctx.analytics.clocks(), size)
     start = _ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size
     starts = _starts(ctx, bucket, start, end, errors)
+    if not _nameable(bucket_start(start, size), _FIRST_MS):
+        errors.append(_out_of_range("from"))
+    if not _nameable(_FIRST_MS, end):
+        errors.append(_out_of_range("to"))
     if errors:
         raise RequestValidationError(errors)
     assert found is not None
@@ -165,8 +174,23 @@ def _after_newest(clocks: dict[int, int], size: int) -> int:
 
 
 def _ms(moment: datetime) -> int:
-    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    """Milliseconds since the epoch; subtracting (not `astimezone`) cannot overflow."""
+    delta = moment - _EPOCH
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+_FIRST_MS: Final = _ms(datetime.min.replace(tzinfo=UTC))
+_LAST_MS: Final = _ms(datetime.max.replace(tzinfo=UTC)) - 86_400_000
+"""Bucket bounds an answer can still write as RFC 3339 times (a day's margin at the end)."""
+
+
+def _nameable(first: int, end: int) -> bool:
+    """Whether buckets from `first` to `end` stay within the years 1 to 9999."""
+    return first >= _FIRST_MS and end <= _LAST_MS
+
+
+def _out_of_range(name: str) -> dict[str, Any]:
+    return _error(name, "the buckets asked for reach outside the years 1 to 9999", "out_of_range")
 
 
 def _error(name: str, msg: str, kind: str) -> dict[str, Any]:

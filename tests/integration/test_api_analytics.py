@@ -200,3 +200,29 @@ async def test_changes_judge_exits_only_on_decided_hours_and_refuse_bad_spans(ap
     assert body["exits"]["to"] == "2019-09-30T05:00:00Z"  # 24 h horizon and 60 s lateness
     assert _errors(too_long) == [(["query", "baseline_hours"], "range_too_long")]
     assert _errors(too_many)[0][0] == ["query", "recent_hours"]
+
+
+async def test_times_whose_buckets_leave_years_1_to_9999_are_422s_not_500s(api: Api) -> None:
+    # found by the contract test: `at` three days into year 1 put the baseline in year 0
+    early_at = await _get(api, "changes", at="0001-01-03T00:00:00Z")
+    late_at = await _get(api, "changes", at="9999-12-31T23:00:00Z")
+    # an offset east of UTC on the first day of year 1 is before year 1 in UTC
+    early_from = await _get(
+        api, "funnel", **{"from": "0001-01-01T00:00:00+01:00", "to": "0001-01-02T00:00:00Z"}
+    )
+    days = {"bucket": "day"}
+    late_to = await _get(
+        api, "funnel", **days, **{"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T23:59:00Z"}
+    )
+    first_day = await _get(
+        api, "funnel", **days, **{"from": "0001-01-01T00:00:00Z", "to": "0001-01-03T00:00:00Z"}
+    )
+
+    assert _errors(early_at) == [(["query", "at"], "out_of_range")]
+    assert _errors(late_at) == [(["query", "at"], "out_of_range")]
+    assert _errors(early_from) == [(["query", "from"], "out_of_range")]
+    assert _errors(late_to) == [(["query", "to"], "out_of_range")]
+    assert first_day.status_code == 200, first_day.text
+    assert [b["start"] for b in first_day.json()["buckets"]] == [
+        "0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z",
+    ]  # fmt: skip
