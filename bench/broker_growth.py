@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from typing import NamedTuple
 
@@ -27,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.scale_out import cpu_seconds
+from bench.webhook_latency import percentile
 from service.embedded import EmbeddedKafka
 
 TOPIC = "growth"
@@ -88,9 +88,8 @@ async def rounds(args: argparse.Namespace, *, consume: bool) -> list[Round]:
                 if reader is not None:
                     await reader
                 cores = (cpu_seconds(kafka.pid) - cpu) / (time.monotonic() - started)
-                ordered = sorted(latencies) or [float("nan")]
-                p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-                results.append(Round(n * per_round, cores, statistics.median(ordered), p99))
+                p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+                results.append(Round(n * per_round, cores, p50, p99))
                 print(f"{'consume' if consume else 'produce only'} round {n + 1}: "
                       f"{_cells(results[-1])}", flush=True)  # fmt: skip
         finally:

@@ -88,7 +88,8 @@ async def change_window(
     clocks = await ctx.analytics.clocks()
     size = BUCKETS["hour"]
     end = bucket_start(_ms(at), size) + size if at is not None else _after_newest(clocks, size)
-    if at is not None and not _nameable(end - (recent_hours + baseline_hours) * size, end):
+    span = (recent_hours + baseline_hours) * size
+    if at is not None and not (_nameable(end - span) and _nameable(end)):
         errors.append(_out_of_range("at"))
     analytics = ctx.settings.analytics
     wait_ms = int((analytics.allowed_lateness_s + analytics.horizon_s) * 1000)
@@ -140,9 +141,9 @@ async def window(
     end = _ms(to) if to is not None else _after_newest(await ctx.analytics.clocks(), size)
     start = _ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size
     starts = _starts(ctx, bucket, start, end, errors)
-    if not _nameable(bucket_start(start, size), _FIRST_MS):
+    if not _nameable(bucket_start(start, size)):
         errors.append(_out_of_range("from"))
-    if not _nameable(_FIRST_MS, end):
+    if not _nameable(end):
         errors.append(_out_of_range("to"))
     if errors:
         raise RequestValidationError(errors)
@@ -184,9 +185,9 @@ _LAST_MS: Final = _ms(datetime.max.replace(tzinfo=UTC)) - 86_400_000
 """Bucket bounds an answer can still write as RFC 3339 times (a day's margin at the end)."""
 
 
-def _nameable(first: int, end: int) -> bool:
-    """Whether buckets from `first` to `end` stay within the years 1 to 9999."""
-    return first >= _FIRST_MS and end <= _LAST_MS
+def _nameable(ms: int) -> bool:
+    """Whether a bucket bound lies within the years 1 to 9999."""
+    return _FIRST_MS <= ms <= _LAST_MS
 
 
 def _out_of_range(name: str) -> dict[str, Any]:
