@@ -4,11 +4,12 @@ Produces N ~300-byte events for C customers once, then alternates runs of
   - raw: an aiokafka group consumer that only reads (the ceiling for this machine),
   - parcours: one `parcours consume` process (fresh group, empty Redis key space), and
   - parcours without models: the same with `PARCOURS_MODELS_ENABLED=false` (no labels,
-    scores or samples), to show what learning costs,
+    scores or samples), to show what learning costs, and with `--unchunked` the same again
+    with each batch folded whole before any of it is written (the reference for chunking),
 measuring each from its first to its last committed offset, so the group join is excluded.
 Prints the per-run rates, the medians and the parcours/raw ratio.
 
-    python -m bench.consumer_throughput --events 200000 --customers 100000 --runs 3
+    python -m bench.consumer_throughput --events 200000 --customers 100000 --runs 3 --unchunked
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.environment import isolated_env, local_services
+
+UNCHUNKED = 1_000_000
+"""A chunk size no batch reaches: the whole batch is folded before anything is written."""
 
 TYPES = ["product_view"] * 12 + ["page_view"] * 4 + ["add_to_cart"] * 2 + ["search", "purchase"]
 
@@ -156,16 +160,25 @@ async def raw_run(bootstrap: str, topic: str, partitions: int, total: int) -> fl
 
 
 def consume_env(
-    bootstrap: str, redis_url: str, topic: str, tag: str, *, models: bool
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    tag: str,
+    *,
+    models: bool,
+    chunk_records: int | None = None,
 ) -> dict[str, str]:
     """The environment of a `parcours consume` process in group `bench-<tag>`, writing under
     the Redis key prefix `bench-<tag>`. The short session timeout and heartbeat matter:
     the embedded broker holds a group join for about half the session timeout."""
-    return isolated_env(bootstrap, redis_url, f"bench-{tag}", events_topic=topic) | {
+    env = isolated_env(bootstrap, redis_url, f"bench-{tag}", events_topic=topic) | {
         "PARCOURS_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "PARCOURS_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "PARCOURS_MODELS_ENABLED": "true" if models else "false",
     }
+    if chunk_records is not None:
+        env["PARCOURS_CONSUMER_CHUNK_RECORDS"] = str(chunk_records)
+    return env
 
 
 async def parcours_run(
@@ -176,11 +189,12 @@ async def parcours_run(
     total: int,
     *,
     models: bool,
+    chunk_records: int | None = None,
     profile: str | None = None,
 ) -> float:
     tag = uuid.uuid4().hex[:8]
     group = f"bench-{tag}"
-    env = consume_env(bootstrap, redis_url, topic, tag, models=models)
+    env = consume_env(bootstrap, redis_url, topic, tag, models=models, chunk_records=chunk_records)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "consume", env=env
     )
@@ -219,13 +233,18 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         await produce(bootstrap, topic, args.partitions, messages)
         print(f"produced in {time.monotonic() - started:.1f}s")
+        variants: list[tuple[str, bool, int | None]] = [
+            ("parcours consume", True, None),
+            ("parcours, models off", False, None),
+        ]
+        if args.unchunked:  # the reference for chunking: each batch folded, then written
+            variants.append(("parcours, models off, unchunked", False, UNCHUNKED))
         raw: list[float] = []
-        ours: list[float] = []
-        bare: list[float] = []
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for run in range(args.runs):
             raw.append(await raw_run(bootstrap, topic, args.partitions, args.events))
-            for rates, models in ((ours, True), (bare, False)):
-                rates.append(
+            for name, models, chunk_records in variants:
+                rates[name].append(
                     await parcours_run(
                         bootstrap,
                         redis_url,
@@ -233,16 +252,15 @@ async def main(args: argparse.Namespace) -> None:
                         args.partitions,
                         args.events,
                         models=models,
+                        chunk_records=chunk_records,
                         profile=args.profile,
                     )
                 )
-            print(
-                f"run {run + 1}: raw aiokafka {raw[-1]:,.0f}/s, parcours {ours[-1]:,.0f}/s, "
-                f"parcours without models {bare[-1]:,.0f}/s"
-            )
+            measured = ", ".join(f"{name} {rates[name][-1]:,.0f}/s" for name, _, _ in variants)
+            print(f"run {run + 1}: raw aiokafka {raw[-1]:,.0f}/s, {measured}")
         reference = statistics.median(raw)
-        for name, rates in (("parcours consume", ours), ("parcours, models off", bare)):
-            median = statistics.median(rates)
+        for name, _, _ in variants:
+            median = statistics.median(rates[name])
             print(
                 f"median: {name} {median:,.0f} events/s, "
                 f"ratio to raw aiokafka ({reference:,.0f}/s) {median / reference:.3f}"
@@ -257,6 +275,11 @@ if __name__ == "__main__":
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--unchunked",
+        action="store_true",
+        help="also run models off with each batch folded whole before it is written",
+    )
     parser.add_argument(
         "--profile", metavar="DIR", help="record each consumer with py-spy (raw stacks) into DIR"
     )

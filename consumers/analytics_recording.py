@@ -65,8 +65,13 @@ class AnalyticsRecording:
         batch = [CustomerFacts(customer, facts) for customer, facts in customers if facts]
         if not batch and not self._backlog:
             return
-        done = await self._store.record(self._recorder.map.name, batch, sweep=self._backlog)
-        self._backlog = set(done.backlog)
+        sweep, self._backlog = self._backlog, set()  # taken by this call, not by concurrent ones
+        try:
+            done = await self._store.record(self._recorder.map.name, batch, sweep=sweep)
+        except BaseException:
+            self._backlog |= sweep
+            raise
+        self._backlog |= set(done.backlog)
         metrics = self._metrics
         metrics.analytics_facts.inc(done.facts)
         if done.exits:

@@ -76,6 +76,19 @@ class _Folded:
     erased: int = 0  # events of an erased customer, dropped while the erasure is held
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A folded chunk, scored, with everything its write makes durable."""
+
+    results: list[_Folded]
+    triggers: list[Trigger]
+    writes: list[Write]
+
+
+_YIELD_EVERY = 64
+"""Customers folded between chances for the chained writes to move (an event loop turn)."""
+
+
 class StateUpdater:
     """Applies event records to journey state; see the module docstring for the protocol."""
 
@@ -88,6 +101,7 @@ class StateUpdater:
         metrics: ConsumerMetrics,
         *,
         max_conflict_retries: int = 5,
+        chunk_records: int = 500,
         clock: Callable[[], float] = time.time,
         labelling: Labelling | None = None,
         catalog: CatalogLearning | None = None,
@@ -101,6 +115,7 @@ class StateUpdater:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._max_attempts = max_conflict_retries
+        self._chunk_records = chunk_records
         self._clock = clock
         self._labelling = labelling
         self._catalog = catalog
@@ -109,46 +124,101 @@ class StateUpdater:
         self._experimenting = experimenting if labelling is not None else None
 
     async def handle(self, records: Sequence[Record]) -> None:
-        """Make the batch's effect durable in Redis (and the dead-letter topic), or raise."""
+        """Make the batch's effect durable in Redis (and the dead-letter topic), or raise.
+
+        The batch is folded in chunks of consecutive records, and each chunk is written while
+        the next is folded: Redis and this process work at the same time. A chunk continues
+        from the journeys the chunk before it wrote (their revision one higher), so a batch
+        has the effect of its chunks taken as batches one after the other. The writes are
+        chained: a chunk is written only after the one before it, and not at all if that one
+        failed, so the per-partition fences and the revisions stay in log order.
+        """
         self._metrics.consumed.inc(len(records))
-        by_customer, letters = self._decode(records)
-        folded: dict[str, _Folded] = {}
-        pending = list(by_customer)
+        chunks, letters = self._decode(records)
         labelling = self._labelling
+        with_labels = labelling is not None
         if labelling is not None:
             await labelling.refresh()
         if self._experimenting is not None:
             await self._experimenting.refresh()
-        for _ in range(self._max_attempts):
-            stored = await self._store.load_many(pending, with_labels=labelling is not None)
-            attempt = {
-                customer: self._fold_customer(loaded, by_customer[customer])
-                for customer, loaded in zip(pending, stored, strict=True)
-            }
-            if labelling is not None:
-                labelling.attach_scores([r.newest for r in attempt.values() if r.newest])
-            triggers = self._collect_triggers(attempt.values())
-            self._announce(attempt.values())
-            writes = [
-                self._write(customer, result)
-                for customer, result in attempt.items()
-                if result.applied and result.state is not None
-            ]
-            await self._before_writing(attempt.values(), triggers)
-            conflicted = {writes[i].customer_id for i in await self._store.save_many(writes)}
-            self._metrics.write_conflicts.inc(len(conflicted))
-            folded.update((c, r) for c, r in attempt.items() if c not in conflicted)
-            pending = [c for c in pending if c in conflicted]
+        customers = list(dict.fromkeys(c for chunk in chunks for c in chunk))
+        loaded = await self._store.load_many(customers, with_labels=with_labels)
+        stored = dict(zip(customers, loaded, strict=True))
+        folded: list[dict[str, _Folded]] = []
+        writing: list[asyncio.Future[set[str]]] = []
+        try:
+            for chunk in chunks:
+                attempt: dict[str, _Folded] = {}
+                for i, (customer, items) in enumerate(chunk.items()):
+                    attempt[customer] = self._fold_customer(stored[customer], items)
+                    if writing and i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                        await asyncio.sleep(0)  # let the chunk before move through Redis
+                prepared = self._prepare(attempt)
+                for write in prepared.writes:
+                    stored[write.customer_id] = _as_written(stored[write.customer_id], write)
+                after = writing[-1] if writing else None
+                writing.append(asyncio.ensure_future(self._write(prepared, after)))
+                folded.append(attempt)
+                await asyncio.sleep(0)
+        finally:
+            outcomes = await asyncio.gather(*writing, return_exceptions=True)
+        pending: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            pending = sorted(outcome)  # each chunk's holds the ones before it
+        if pending:
+            events_of: dict[str, list[tuple[Event, Record]]] = {}
+            for chunk in chunks:
+                for customer, items in chunk.items():
+                    events_of.setdefault(customer, []).extend(items)
+        for _ in range(self._max_attempts - 1):
             if not pending:
                 break
-        else:
+            for attempt in folded:
+                for customer in pending:
+                    attempt.pop(customer, None)
+            again = await self._store.load_many(pending, with_labels=with_labels)
+            attempt = {
+                c: self._fold_customer(loaded_again, events_of[c])
+                for c, loaded_again in zip(pending, again, strict=True)
+            }
+            conflicted = await self._write(self._prepare(attempt), None)
+            folded.append(attempt)
+            pending = [c for c in pending if c in conflicted]
+        if pending:
             raise WriteConflict(f"{len(pending)} journeys kept changing under this writer")
-        for result in folded.values():
+        results = [result for attempt in folded for result in attempt.values()]
+        for result in results:
             letters.extend(result.failed)
         await self._dead_letters.send(letters)
         if labelling is not None:
-            await labelling.sweep(_newest(folded.values()))
-        self._record(folded.values(), letters)
+            await labelling.sweep(_newest(results))
+        self._record(results, letters)
+
+    def _prepare(self, attempt: dict[str, _Folded]) -> _Prepared:
+        """Score the folded journeys and collect what they decided: all that a write needs."""
+        if self._labelling is not None:
+            self._labelling.attach_scores([r.newest for r in attempt.values() if r.newest])
+        triggers = self._collect_triggers(attempt.values())
+        self._announce(attempt.values())
+        writes = [
+            self._journey_write(customer, result)
+            for customer, result in attempt.items()
+            if result.applied and result.state is not None
+        ]
+        return _Prepared(list(attempt.values()), triggers, writes)
+
+    async def _write(self, prepared: _Prepared, after: Awaitable[set[str]] | None) -> set[str]:
+        """Once the write `after` is done (raising what it raised), make `prepared` durable in
+        the order exactly-once needs; returns the customers whose journey changed under this
+        writer, in this chunk or one before (whose later chunks are then not written)."""
+        conflicted = set(await after) if after is not None else set()
+        writes = [w for w in prepared.writes if w.customer_id not in conflicted]
+        await self._before_writing(prepared.results, prepared.triggers)
+        lost = {writes[i].customer_id for i in await self._store.save_many(writes)}
+        self._metrics.write_conflicts.inc(len(lost))
+        return conflicted | lost
 
     def _collect_triggers(self, results: Iterable[_Folded]) -> list[Trigger]:
         """The batch's triggers; scoring may have put carts at risk (recorded in `alerts`)."""
@@ -170,11 +240,10 @@ class StateUpdater:
             if result.applied and result.state is not None and result.state.personalization:
                 result.samples += self._experimenting.announce(result.state)
 
-    async def _before_writing(self, results: Iterable[_Folded], triggers: list[Trigger]) -> None:
+    async def _before_writing(self, results: list[_Folded], triggers: list[Trigger]) -> None:
         """Everything the journey write will account for is made durable first, concurrently:
         triggers and samples on Kafka, catalog lessons and analytics facts in Redis (each
         repeatable)."""
-        results = list(results)
         steps: list[Awaitable[None]] = []
         if self._triggering is not None:
             steps.append(self._triggering.publish(triggers))
@@ -206,7 +275,7 @@ class StateUpdater:
         if self._analytics is not None:
             await self._analytics.idle()
 
-    def _write(self, customer: str, result: _Folded) -> Write:
+    def _journey_write(self, customer: str, result: _Folded) -> Write:
         assert result.state is not None
         labels: LabelWrite | None = None
         if self._labelling is not None and result.book is not None:
@@ -219,18 +288,25 @@ class StateUpdater:
 
     def _decode(
         self, records: Sequence[Record]
-    ) -> tuple[dict[str, list[tuple[Event, Record]]], list[DeadLetter]]:
+    ) -> tuple[list[dict[str, list[tuple[Event, Record]]]], list[DeadLetter]]:
+        """Valid events by customer in log order, in chunks of `chunk_records` consecutive
+        records; and the dead letters."""
         now_ms = int(self._clock() * 1000)
-        by_customer: dict[str, list[tuple[Event, Record]]] = {}
+        size = self._chunk_records
+        chunks: list[dict[str, list[tuple[Event, Record]]]] = []
         letters: list[DeadLetter] = []
-        for record in records:
-            try:
-                event = self._decoder.decode(record.value, now_ms)
-            except InvalidEvent as exc:
-                letters.append(DeadLetter(record, exc.reason, exc.errors))
-                continue
-            by_customer.setdefault(event.customer_id, []).append((event, record))
-        return by_customer, letters
+        for start in range(0, len(records), size):
+            by_customer: dict[str, list[tuple[Event, Record]]] = {}
+            for record in records[start : start + size]:
+                try:
+                    event = self._decoder.decode(record.value, now_ms)
+                except InvalidEvent as exc:
+                    letters.append(DeadLetter(record, exc.reason, exc.errors))
+                    continue
+                by_customer.setdefault(event.customer_id, []).append((event, record))
+            if by_customer:
+                chunks.append(by_customer)
+        return chunks, letters
 
     def _fold_customer(self, stored: Stored, items: list[tuple[Event, Record]]) -> _Folded:
         """Apply in place on a freshly decoded state; the decoded state is ours alone."""
@@ -393,6 +469,12 @@ def _forget_personal(result: _Folded) -> None:
 def _begun(state: JourneyState | None) -> TypeGuard[JourneyState]:
     """Whether the journey holds behaviour, not only exposures (bookkeeping events)."""
     return state is not None and state.events_applied > 0
+
+
+def _as_written(stored: Stored, write: Write) -> Stored:
+    """What loading the journey would give after `write`: where the next chunk starts."""
+    labels = write.labels.book if write.labels is not None else stored.labels
+    return Stored(write.state, stored.rev + 1, labels)
 
 
 def _decoded(stored: Stored) -> JourneyState | None:

@@ -91,6 +91,7 @@ async def run_state_consumer(
             dead_letters,
             metrics,
             max_conflict_retries=settings.consumer.max_conflict_retries,
+            chunk_records=settings.consumer.chunk_records,
             labelling=labelling,
             catalog=catalog,
             triggering=triggering,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Final
 
 import orjson
@@ -167,9 +168,12 @@ class Event(BaseModel):
     session_id: Identifier | None = None
     properties: EventProperties = Field(default_factory=EventProperties)
 
-    @property
+    @cached_property
     def timestamp_ms(self) -> int:
-        """Event time as integer milliseconds since the epoch (exact, no float rounding)."""
+        """Event time as integer milliseconds since the epoch (exact, no float rounding).
+
+        Cached: a consumer reads it several times per event, and each computation converts
+        the aware datetime through its time zone."""
         delta = self.timestamp - _EPOCH
         return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 

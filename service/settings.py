@@ -119,6 +119,12 @@ class ConsumerSettings(_Group):
     retry_backoff_initial_s: float = Field(default=0.2, gt=0)
     retry_backoff_max_s: float = Field(default=10.0, gt=0)
     max_conflict_retries: int = Field(default=5, ge=1)
+    chunk_records: int = Field(
+        default=500,
+        ge=1,
+        description="a batch is folded in chunks of this many records, each written to Redis "
+        "while the next is folded",
+    )
 
 
 class ModelSettings(_Group):

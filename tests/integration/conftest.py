@@ -47,6 +47,7 @@ class Worker:
         triggering: Triggering | None = None,
         analytics: AnalyticsRecording | None = None,
         experimenting: Experimenting | None = None,
+        chunk_records: int = 500,
     ) -> StateUpdater:
         fold = fold or self.fold
         sink = DeadLetterSink(
@@ -61,6 +62,7 @@ class Worker:
             fold,
             sink,
             self.metrics,
+            chunk_records=chunk_records,
             labelling=labelling,
             triggering=triggering,
             analytics=analytics,
@@ -107,6 +109,7 @@ class Worker:
         triggering: Triggering | None = None,
         analytics: AnalyticsRecording | None = None,
         experimenting: Experimenting | None = None,
+        chunk_records: int = 500,
     ) -> StateUpdater:
         """An updater that also records labels, attaches scores and sweeps deadlines."""
         models = self.settings.models
@@ -127,6 +130,7 @@ class Worker:
             triggering=triggering,
             analytics=analytics,
             experimenting=experimenting,
+            chunk_records=chunk_records,
         )
 
     def analytics(self) -> AnalyticsRecording:

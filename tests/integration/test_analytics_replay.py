@@ -77,7 +77,8 @@ def _batches(records: Sequence[Record], per_partition: int) -> Iterator[list[Rec
 async def _replayed(worker: Worker, case: str) -> tuple[list[Record], Expected]:
     bootstrap, topic = worker.settings.kafka.bootstrap or "", worker.settings.kafka.events_topic
     records = await read_records(bootstrap, topic, await produce(bootstrap, topic, _messages(case)))
-    updater = worker.updater(analytics=worker.analytics())
+    # chunks smaller than a batch: a customer's facts are recorded over several calls
+    updater = worker.updater(analytics=worker.analytics(), chunk_records=41)
     for batch in _batches(records, 97):
         await updater.handle(batch)
     return records, recompute_as_configured(worker.settings, worker.fold, records)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 
 from models.labels import Sample, decode_book, decode_samples
 from tests.integration.conftest import Worker
@@ -121,8 +122,11 @@ async def test_restart_between_cart_opening_and_deadline_resolves_the_label_exac
     assert decode_book(book[0].labels).abandonment == []
 
 
-async def test_every_sample_id_is_published_once_across_redeliveries(worker: Worker) -> None:
-    feed, updater = Feed(worker), worker.labelled_updater()
+@pytest.mark.parametrize("chunk_records", [500, 4])
+async def test_every_sample_id_is_published_once_across_redeliveries(
+    worker: Worker, chunk_records: int
+) -> None:
+    feed, updater = Feed(worker), worker.labelled_updater(chunk_records=chunk_records)
     events = [
         _event(i, f"c{i % 5}", kind, i * 7, product_id=f"p{i % 3}", price=5.0)
         for i, kind in enumerate(

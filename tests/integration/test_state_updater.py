@@ -49,6 +49,56 @@ async def test_handle_batch_state_equals_pure_fold(worker: Worker) -> None:
     assert sum(s.events_applied for s in expected.values()) == 400
 
 
+@pytest.mark.parametrize("chunk_records", [1, 7, 64])
+async def test_batch_folded_in_chunks_has_the_effect_of_one_fold(
+    worker: Worker, chunk_records: int
+) -> None:
+    # Chunks are written while the next is folded; a customer spans many of them, each
+    # continuing from what the one before wrote.
+    records = await _records(worker, keyed(journey_stream(customers=25, events=400)))
+
+    await worker.updater(chunk_records=chunk_records).handle(records)
+
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    assert worker.sample("parcours_events_applied_total", type="product_view") == sum(
+        s.counts_by_type.get("product_view", 0) for s in expected.values()
+    )
+    for (left, entered), count in _stage_moves(worker.fold, records).items():
+        sample = worker.sample(
+            "parcours_journey_stage_transitions_total", from_stage=left, to_stage=entered
+        )
+        assert sample == count, (left, entered)
+
+
+async def test_failed_chunk_write_stops_the_chunks_after_it_and_replays_to_one_fold(
+    worker: Worker,
+) -> None:
+    records = await _records(worker, keyed(journey_stream(customers=12, events=200, seed=5)))
+    saves: list[int] = []
+
+    class Failing(JourneyStore):
+        async def save_many(self, writes: Sequence[Write]) -> list[int]:
+            saves.append(len(writes))
+            if len(saves) == 2:
+                raise StoreUnavailable("Redis went away")
+            return await super().save_many(writes)
+
+    redis_settings = worker.settings.redis
+    failing = Failing(
+        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
+        shards=redis_settings.journey_shards,
+    )  # fmt: skip
+
+    with pytest.raises(StoreUnavailable):
+        await worker.updater(store=failing, chunk_records=20).handle(records)
+    assert len(saves) == 2, "no chunk after the failed one is written"
+    await worker.updater(chunk_records=20).handle(records)  # the runner's rewind: redelivery
+
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+
+
 async def test_handle_same_batch_twice_applies_each_event_once(worker: Worker) -> None:
     # A crash after the Redis write and before the offset commit redelivers the batch.
     records = await _records(worker, keyed(journey_stream(customers=10, events=150)))
@@ -167,11 +217,15 @@ async def test_handle_event_the_fold_cannot_apply_is_dead_lettered_and_rest_appl
     assert b"ZeroDivisionError: fold bug" in dict(letters[0].headers)["parcours.dlq.errors"]
 
 
-async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(worker: Worker) -> None:
+@pytest.mark.parametrize("chunk_records", [500, 3])
+async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(
+    worker: Worker, chunk_records: int
+) -> None:
     # A zombie after a rebalance: it loads journeys, the new owner writes them, then the zombie
     # writes. The compare-and-set refuses the stale writes; the zombie reloads and refolds.
     # The owner has also applied later events the zombie never saw: a stale overwrite would
-    # lose them.
+    # lose them. In small chunks, the owner's one write gives a journey exactly the revision
+    # the zombie's next chunk expects: that chunk must not be written either.
     records = await _records(worker, keyed(journey_stream(customers=8, events=180)))
     seen_by_zombie = [r for r in records if r.offset < 20]
     owner = worker.updater()
@@ -191,7 +245,7 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(worker:
         shards=redis_settings.journey_shards,
     )  # fmt: skip
 
-    await worker.updater(store=racing).handle(seen_by_zombie)
+    await worker.updater(store=racing, chunk_records=chunk_records).handle(seen_by_zombie)
 
     expected = expected_states(worker.fold, records)
     assert await _stored(worker, list(expected)) == expected
