@@ -75,6 +75,12 @@ class Predictor:
             )
         return scores
 
+    def risk_many(self, points: Sequence[Point]) -> list[float]:
+        """The abandonment risk alone, for journeys whose carts hold items (as `score_many`
+        rounds it): what changes while a customer is away."""
+        risks = self._proba(self.training.abandonment, self._abandonment, points)
+        return [round(r.get(True, 0.0), 6) for r in risks]
+
     def _proba(
         self, model: OnlineModel[Any], compiled: LinearScorer | None, points: Sequence[Point]
     ) -> list[dict[Hashable, float]]:

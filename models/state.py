@@ -7,8 +7,9 @@ and the wire form is compact and quick to (de)serialize. Times are epoch ms.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
 
@@ -228,6 +229,20 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
     return out
 
 
+_leaf: Final = tuple.__new__
+"""Builds a leaf from a row holding all its fields: a C call, where calling the class runs its
+generated Python `__new__` (decoding a journey builds dozens of leaves)."""
+
+L = TypeVar("L", bound=tuple[Any, ...])
+
+
+def _leaves(leaf: type[L], rows: Iterable[list[Any]]) -> list[L]:
+    """Leaves from their stored rows; a row shorter than the leaf (written before a field was
+    added) gets the field's default from the class."""
+    width = len(leaf._fields)  # type: ignore[attr-defined]
+    return [_leaf(leaf, row) if len(row) == width else leaf(*row) for row in rows]
+
+
 def state_from_dict(data: dict[str, Any]) -> JourneyState:
     if data.get("v") != SCHEMA_VERSION:
         raise ValueError(f"journey state schema {data.get('v')!r} is not {SCHEMA_VERSION}")
@@ -241,15 +256,15 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         first_event_at=data["first_event_at"],
         last_event_at=data["last_event_at"],
         events_applied=data["events_applied"],
-        stage_history=[StageVisit(*row) for row in data["stage_history"]],
+        stage_history=_leaves(StageVisit, data["stage_history"]),
         stage_first_entered=data["stage_first_entered"],
         counts_by_type=data["counts_by_type"],
         counts_by_channel=data["counts_by_channel"],
         category_views=data["category_views"],
-        cart=Cart({row[0]: CartItem(*row) for row in items}, opened_at, updated_at),
-        touchpoints=[Touchpoint(*row) for row in data["touchpoints"]],
+        cart=Cart({item[0]: item for item in _leaves(CartItem, items)}, opened_at, updated_at),
+        touchpoints=_leaves(Touchpoint, data["touchpoints"]),
         purchases=Purchases(
-            count, items_bought, spend, last_at, order_keys, [RecentProduct(*r) for r in recent]
+            count, items_bought, spend, last_at, order_keys, _leaves(RecentProduct, recent)
         ),
         session=Session(*data["session"]),
         dwell_ms_total=data["dwell_ms_total"],
@@ -258,7 +273,7 @@ def state_from_dict(data: dict[str, Any]) -> JourneyState:
         predictions=data.get("predictions"),
         alerts=data.get("alerts") or {},
         first_channel=data.get("first_channel"),
-        score_history=[ScorePoint(*row) for row in data.get("score_history") or ()],
+        score_history=_leaves(ScorePoint, data.get("score_history") or ()),
         personalization=data.get("personalization", True),
         consent_at=data.get("consent_at", 0),
         experiments={

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from models.learners import FALLBACK_VERSION
 from models.predictions import Point, Predictor
 from models.training import TrainingState
 from service.metrics import ModelMetrics
@@ -48,6 +49,15 @@ class LiveScorer:
         scores = self.predictor.score_many(points)
         self._count(scores)
         return scores
+
+    def risk_many(self, points: Sequence[Point]) -> list[float]:
+        """`Predictor.risk_many`, counted as abandonment scores served."""
+        risks = self.predictor.risk_many(points)
+        if risks:
+            fallback = self.training.abandonment.version == FALLBACK_VERSION
+            source = "fallback" if fallback else "model"
+            self._served.labels("abandonment", source).inc(len(risks))
+        return risks
 
     def _count(self, scores: list[dict[str, Any]]) -> None:
         counts: dict[tuple[str, str], int] = {}

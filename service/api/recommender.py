@@ -254,22 +254,21 @@ class Recommender:
         )  # fmt: skip
 
     def _scores(self, state: JourneyState | None, now_ms: int) -> Scores:
-        """The models' view: rescored at request time when a cart is open (its risk grows
-        while it sits idle), else the scores stored with the journey at its newest event."""
+        """The models' view: the scores stored with the journey at its newest event, with the
+        abandonment risk rescored at request time while a cart is open (it grows while the
+        cart sits idle)."""
         if state is None:
             return Scores()
         scored = state.predictions or {}
+        stored = scored.get("abandonment")
+        risk = stored["risk"] if stored else None
         if state.cart.items:
             try:
-                scored = self._scorer.score_many([point(state, now_ms)])[0]
+                risk = self._scorer.risk_many([point(state, now_ms)])[0]
             except Exception:  # a model bug must not take the storefront's page down
-                logger.exception("scoring failed; serving the scores stored with the journey")
-        risk = scored.get("abandonment")
+                logger.exception("scoring failed; serving the risk stored with the journey")
         odds = scored.get("next_stage")
-        return Scores(
-            risk=risk["risk"] if risk else None,
-            next_stage=odds["probabilities"] if odds else None,
-        )
+        return Scores(risk=risk, next_stage=odds["probabilities"] if odds else None)
 
 
 def _not_trending(ask: Ask, plan: Seeds) -> frozenset[str]:

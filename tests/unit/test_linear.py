@@ -83,6 +83,20 @@ def test_predictor_batch_scores_equal_river_scores_cold_and_warm() -> None:
     assert any(score["abandonment"] for score in reference)
 
 
+def test_predictor_risk_alone_equals_the_risk_of_the_full_scores_cold_and_warm() -> None:
+    carts = [s for s in _journeys() if s.cart.items]
+    assert carts
+    warm = new_training_state(STAGES, min_samples=20)
+    for sample in synthetic_samples(400):
+        warm.learn(sample)
+
+    for training in (new_training_state(STAGES, min_samples=10**6), warm):
+        later = [Point(s, feature_vector(s, s.last_event_at + 600_000), 0) for s in carts]
+        full = Predictor(training).score_many(later)
+
+        assert Predictor(training).risk_many(later) == [f["abandonment"]["risk"] for f in full]
+
+
 def predict(training: TrainingState, state: JourneyState, now_ms: int) -> dict[str, Any]:
     """Scores at `now_ms` through River itself: the reference `Predictor` must agree with."""
     x = features(state, now_ms)

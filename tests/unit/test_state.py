@@ -76,6 +76,20 @@ def test_decode_state_restores_named_tuple_leaves(rich_state: JourneyState) -> N
     assert decoded.session.id == "s1"
 
 
+def test_decode_state_short_leaf_rows_get_their_defaults_and_long_ones_are_refused(
+    rich_state: JourneyState,
+) -> None:
+    data = orjson.loads(encode_state(rich_state))
+    data["touchpoints"][0] = data["touchpoints"][0][:3]  # written before product and page
+    decoded = decode_state(orjson.dumps(data))
+    assert decoded.touchpoints[0] == Touchpoint(*data["touchpoints"][0], None, None)
+    assert type(decoded.touchpoints[0]) is Touchpoint
+
+    data["stage_history"][0] = [*data["stage_history"][0], "extra"]
+    with pytest.raises(TypeError):
+        decode_state(orjson.dumps(data))
+
+
 def test_encode_state_leaves_are_json_arrays(rich_state: JourneyState) -> None:
     data = orjson.loads(encode_state(rich_state))
 
