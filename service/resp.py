@@ -14,8 +14,12 @@ from typing import Any
 from redis.asyncio import Connection
 
 
-def pack_command(args: tuple[Any, ...], encode: Callable[[Any], Any]) -> bytes:
-    """One RESP array of bulk strings; `encode` (redis-py's) handles what is not bytes or int.
+def pack_command(
+    args: tuple[Any, ...], encode: Callable[[Any], Any], *, utf8: bool = False
+) -> bytes:
+    """One RESP array of bulk strings; `encode` (redis-py's) handles what is not bytes or int,
+    and `str` too unless `utf8` says the client encodes text as UTF-8 (the default), which is
+    done here directly.
 
     A first argument with spaces ("CONFIG GET") is split into words, as redis-py does.
     """
@@ -29,7 +33,12 @@ def pack_command(args: tuple[Any, ...], encode: Callable[[Any], Any]) -> bytes:
     for arg in args:
         cls = arg.__class__
         if cls is not bytes:
-            arg = b"%d" % arg if cls is int else encode(arg)
+            if cls is int:
+                arg = b"%d" % arg
+            elif cls is str and utf8:
+                arg = arg.encode()
+            else:
+                arg = encode(arg)
         append(b"$%d\r\n" % len(arg))
         append(arg)
         append(b"\r\n")
@@ -40,4 +49,8 @@ class PackingConnection(Connection):
     """redis-py's asyncio connection with `pack_command` above."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        return [pack_command(args, self.encoder.encode)]
+        encoder = self.encoder
+        utf8 = encoder.encoding.lower().replace("-", "") == "utf8" and (
+            encoder.encoding_errors == "strict"
+        )
+        return [pack_command(args, encoder.encode, utf8=utf8)]

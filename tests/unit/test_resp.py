@@ -24,11 +24,13 @@ arguments = st.one_of(
 )
 
 
-@given(st.lists(arguments, max_size=20))
-def test_pack_command_any_arguments_same_bytes_as_redis_py(args: list[object]) -> None:
+@given(st.lists(arguments, max_size=20), st.booleans())
+def test_pack_command_any_arguments_same_bytes_as_redis_py(args: list[object], utf8: bool) -> None:
     command = ("EVALSHA", *args)
 
-    assert pack_command(command, ENCODER.encode) == b"".join(REFERENCE.pack(*command))
+    packed = pack_command(command, ENCODER.encode, utf8=utf8)
+
+    assert packed == b"".join(REFERENCE.pack(*command))
 
 
 @pytest.mark.parametrize("name", ["CONFIG GET", b"CONFIG GET"])
