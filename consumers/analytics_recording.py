@@ -1,11 +1,11 @@
-"""The state consumer's analytics duty: a fact per applied event, recorded once per batch.
+"""The state consumer's analytics duty: a fact per applied event, recorded once per chunk.
 
 Facts come from the journey just before and just after each event (`models.analytics`).
 A fact whose deadlines the customer's next event may pass, and each customer's last fact of
-the batch, carry the journey as it stood then (`Leaving`), which an exit or an abandoned cart
-is counted from. A batch's facts are recorded in one fenced script call before its journeys
-are written: a crash in between repeats the call on redelivery, and the per-partition offset
-fence makes the repeat a no-op.
+the chunk, carry the journey as it stood then (`Leaving`), which an exit or an abandoned cart
+is counted from. A chunk's facts are recorded in one fenced script call before its journeys
+are written (chunks in log order): a crash in between repeats the call on redelivery, and the
+per-partition offset fence makes the repeat a no-op.
 """
 
 from __future__ import annotations

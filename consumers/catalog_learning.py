@@ -1,9 +1,9 @@
 """The state consumer's catalog duty: what each applied event teaches co-occurrence and trending.
 
 A lesson is taken from the cart as it was just before the event (the fold then changes it in
-place) and kept only if the fold applied the event. A batch's lessons are learned in one
-fenced script call before its journeys are written: a crash in between repeats the call on
-redelivery, and the per-partition offset fence makes the repeat a no-op.
+place) and kept only if the fold applied the event. A chunk's lessons are learned in one
+fenced script call before its journeys are written (chunks in log order): a crash in between
+repeats the call on redelivery, and the per-partition offset fence makes the repeat a no-op.
 """
 
 from __future__ import annotations

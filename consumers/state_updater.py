@@ -1,8 +1,9 @@
 """Folds batches of event records into journey state in Redis with exactly-once effect.
 
 Per batch: decode (bad records become dead letters), load every touched journey in one round
-trip, fold each customer's events in log order, write all changed journeys in one atomic
-compare-and-set call, and retry only the journeys another writer changed meanwhile. The fold
+trip, fold each customer's events in log order a chunk at a time, write each chunk's changed
+journeys in one atomic compare-and-set call (while the next chunk is folded), and retry only
+the journeys another writer changed meanwhile. The fold
 skips events already applied, so a redelivered batch, a client retry or a zombie writer after
 a rebalance cannot apply an event twice. The caller commits offsets after `handle` returns.
 
