@@ -70,6 +70,13 @@ MAX_BATCH: Final = 1000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def epoch_ms(moment: datetime) -> int:
+    """An aware time as integer milliseconds since the epoch: exact (no float rounding), and by
+    subtraction, which cannot overflow near the years 1 and 9999 as `astimezone` can."""
+    delta = moment - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
 class Channel(StrEnum):
     """Where the customer was when the event happened."""
 
@@ -170,12 +177,9 @@ class Event(BaseModel):
 
     @cached_property
     def timestamp_ms(self) -> int:
-        """Event time as integer milliseconds since the epoch (exact, no float rounding).
-
-        Cached: a consumer reads it several times per event, and each computation converts
-        the aware datetime through its time zone."""
-        delta = self.timestamp - _EPOCH
-        return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+        """Event time as `epoch_ms`. Cached: a consumer reads it several times per event, and
+        each computation converts the aware datetime through its time zone."""
+        return epoch_ms(self.timestamp)
 
     def to_json(self) -> bytes:
         """Canonical wire form: what the API produces to Kafka."""

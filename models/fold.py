@@ -21,6 +21,7 @@ from models.state import (
     RecentProduct,
     StageVisit,
     Touchpoint,
+    new_leaf,
 )
 
 T = TypeVar("T")
@@ -48,10 +49,6 @@ class Position:
 
 
 DIGEST_WIDTH: Final = 12
-
-_leaf: Final = tuple.__new__
-"""Builds a named-tuple leaf from a tuple of all its fields: a C call, where calling the class
-runs its generated Python `__new__`, a measurable share of each event's fold."""
 
 
 def event_digest(event_id: str) -> str:
@@ -138,7 +135,7 @@ class Fold:
             stage_entered_at=t,
             first_event_at=t,
             last_event_at=t,
-            stage_history=[_leaf(StageVisit, (stage, t, event.type))],
+            stage_history=[new_leaf(StageVisit, (stage, t, event.type))],
             stage_first_entered={stage: t},
             first_channel=event.channel,
         )
@@ -173,7 +170,7 @@ class Fold:
         url = props.url
         touchpoints = state.touchpoints
         touchpoints.append(
-            _leaf(Touchpoint, (kind, channel, t, props.product_id, url[:256] if url else None))
+            new_leaf(Touchpoint, (kind, channel, t, props.product_id, url[:256] if url else None))
         )
         _trim(touchpoints, self.limits.touchpoints)
         state.dwell_ms_total += props.dwell_ms or 0
@@ -186,7 +183,7 @@ class Fold:
         nxt = self.map.next_stage(state.stage, kind, channel, measure)
         if nxt is not None:
             state.stage, state.stage_entered_at = nxt, t
-            state.stage_history.append(_leaf(StageVisit, (nxt, t, kind)))
+            state.stage_history.append(new_leaf(StageVisit, (nxt, t, kind)))
             _trim(state.stage_history, self.limits.stage_history)
             state.stage_first_entered.setdefault(nxt, t)
 

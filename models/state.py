@@ -229,9 +229,9 @@ def state_to_dict(state: JourneyState) -> dict[str, Any]:
     return out
 
 
-_leaf: Final = tuple.__new__
-"""Builds a leaf from a row holding all its fields: a C call, where calling the class runs its
-generated Python `__new__` (decoding a journey builds dozens of leaves)."""
+new_leaf: Final = tuple.__new__
+"""Builds a leaf from a tuple or row of all its fields: a C call, where calling the class runs
+its generated Python `__new__` (each fold step and each decoded journey build several)."""
 
 L = TypeVar("L", bound=tuple[Any, ...])
 
@@ -240,7 +240,7 @@ def _leaves(leaf: type[L], rows: Iterable[list[Any]]) -> list[L]:
     """Leaves from their stored rows; a row shorter than the leaf (written before a field was
     added) gets the field's default from the class."""
     width = len(leaf._fields)  # type: ignore[attr-defined]
-    return [_leaf(leaf, row) if len(row) == width else leaf(*row) for row in rows]
+    return [new_leaf(leaf, row) if len(row) == width else leaf(*row) for row in rows]
 
 
 def state_from_dict(data: dict[str, Any]) -> JourneyState:

@@ -48,9 +48,12 @@ def pack_command(
 class PackingConnection(Connection):
     """redis-py's asyncio connection with `pack_command` above."""
 
-    def pack_command(self, *args: Any) -> list[bytes]:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         encoder = self.encoder
-        utf8 = encoder.encoding.lower().replace("-", "") == "utf8" and (
+        self._utf8 = encoder.encoding.lower().replace("-", "") == "utf8" and (
             encoder.encoding_errors == "strict"
         )
-        return [pack_command(args, encoder.encode, utf8=utf8)]
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return [pack_command(args, self.encoder.encode, utf8=self._utf8)]

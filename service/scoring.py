@@ -54,8 +54,7 @@ class LiveScorer:
         """`Predictor.risk_many`, counted as abandonment scores served."""
         risks = self.predictor.risk_many(points)
         if risks:
-            fallback = self.training.abandonment.version == FALLBACK_VERSION
-            source = "fallback" if fallback else "model"
+            source = _source(self.training.abandonment.version)
             self._served.labels("abandonment", source).inc(len(risks))
         return risks
 
@@ -64,7 +63,12 @@ class LiveScorer:
         for score in scores:
             for model in ("abandonment", "next_stage"):
                 if score[model] is not None:
-                    source = "fallback" if score[model]["model_version"] == "fallback" else "model"
+                    source = _source(score[model]["model_version"])
                     counts[model, source] = counts.get((model, source), 0) + 1
         for (model, source), count in counts.items():
             self._served.labels(model, source).inc(count)
+
+
+def _source(version: str) -> str:
+    """The `source` label of a served score: an untrained model's fallback, or the model."""
+    return "fallback" if version == FALLBACK_VERSION else "model"

@@ -20,13 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 
 from models.analytics import BUCKETS, Bucket, bucket_start, segment_names
+from models.events import epoch_ms
 from models.journeymap import JourneyMap
 from service.api.deps import Context
 
 DEFAULT_SPAN: Final[dict[str, int]] = {"hour": 24, "day": 30}
 """Buckets a range covers when `from` is left out."""
 SEGMENTS: Final = segment_names()
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 SegmentQuery = Annotated[
@@ -87,7 +87,7 @@ async def change_window(
     found = _journey_map(ctx, journey_map, segment, errors)
     clocks = await ctx.analytics.clocks()
     size = BUCKETS["hour"]
-    end = bucket_start(_ms(at), size) + size if at is not None else _after_newest(clocks, size)
+    end = bucket_start(epoch_ms(at), size) + size if at is not None else _after_newest(clocks, size)
     span = (recent_hours + baseline_hours) * size
     if at is not None and not (_nameable(end - span) and _nameable(end)):
         errors.append(_out_of_range("at"))
@@ -138,8 +138,8 @@ async def window(
     errors: list[dict[str, Any]] = []
     found = _journey_map(ctx, journey_map, segment, errors)
     size = BUCKETS[bucket]
-    end = _ms(to) if to is not None else _after_newest(await ctx.analytics.clocks(), size)
-    start = _ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size
+    end = epoch_ms(to) if to is not None else _after_newest(await ctx.analytics.clocks(), size)
+    start = epoch_ms(from_) if from_ is not None else end - DEFAULT_SPAN[bucket] * size
     starts = _starts(ctx, bucket, start, end, errors)
     if not _nameable(bucket_start(start, size)):
         errors.append(_out_of_range("from"))
@@ -174,14 +174,8 @@ def _after_newest(clocks: dict[int, int], size: int) -> int:
     return bucket_start(newest, size) + size
 
 
-def _ms(moment: datetime) -> int:
-    """Milliseconds since the epoch; subtracting (not `astimezone`) cannot overflow."""
-    delta = moment - _EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
-
-
-_FIRST_MS: Final = _ms(datetime.min.replace(tzinfo=UTC))
-_LAST_MS: Final = _ms(datetime.max.replace(tzinfo=UTC)) - 86_400_000
+_FIRST_MS: Final = epoch_ms(datetime.min.replace(tzinfo=UTC))
+_LAST_MS: Final = epoch_ms(datetime.max.replace(tzinfo=UTC)) - 86_400_000
 """Bucket bounds an answer can still write as RFC 3339 times (a day's margin at the end)."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -28,6 +29,8 @@ from service.scoring import LiveScorer
 from service.settings import Settings
 from service.store import JourneyStore, connect_redis, journey_store
 
+S = TypeVar("S", bound=JourneyStore)
+
 
 @dataclass
 class Worker:
@@ -37,6 +40,12 @@ class Worker:
     fold: Fold
     producer: AIOKafkaProducer
     metrics: ConsumerMetrics
+
+    def store_as(self, kind: type[S]) -> S:
+        """A journey store of a `JourneyStore` subclass (one that fails or races on purpose),
+        on the worker's Redis and key space."""
+        redis = self.settings.redis
+        return kind(self.redis, prefix=redis.key_prefix, ttl_ms=60_000, shards=redis.journey_shards)
 
     def updater(
         self,

@@ -74,11 +74,7 @@ async def test_batch_redelivered_after_crash_before_journey_write_counts_once(
         async def save_many(self, writes: Sequence[Write]) -> list[int]:
             raise StoreUnavailable("the process died here")
 
-    redis_settings = worker.settings.redis
-    crashing = Crashing(
-        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
-        shards=redis_settings.journey_shards,
-    )  # fmt: skip
+    crashing = worker.store_as(Crashing)
     with pytest.raises(StoreUnavailable):
         await worker.updater(store=crashing, analytics=worker.analytics()).handle(records)
     counted = worker.sample("parcours_analytics_facts_total")
@@ -120,11 +116,7 @@ async def test_zombie_writer_and_new_owner_count_each_event_once(worker: Worker)
                 await owner.handle(records)
             return await super().save_many(writes)
 
-    redis_settings = worker.settings.redis
-    racing = Racing(
-        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
-        shards=redis_settings.journey_shards,
-    )  # fmt: skip
+    racing = worker.store_as(Racing)
 
     await worker.updater(store=racing, analytics=worker.analytics()).handle(seen_by_zombie)
 

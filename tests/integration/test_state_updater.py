@@ -84,11 +84,7 @@ async def test_failed_chunk_write_stops_the_chunks_after_it_and_replays_to_one_f
                 raise StoreUnavailable("Redis went away")
             return await super().save_many(writes)
 
-    redis_settings = worker.settings.redis
-    failing = Failing(
-        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
-        shards=redis_settings.journey_shards,
-    )  # fmt: skip
+    failing = worker.store_as(Failing)
 
     with pytest.raises(StoreUnavailable):
         await worker.updater(store=failing, chunk_records=20).handle(records)
@@ -239,11 +235,7 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(
                 await owner.handle(records)
             return await super().save_many(writes)
 
-    redis_settings = worker.settings.redis
-    racing = Racing(
-        worker.redis, prefix=redis_settings.key_prefix, ttl_ms=60_000,
-        shards=redis_settings.journey_shards,
-    )  # fmt: skip
+    racing = worker.store_as(Racing)
 
     await worker.updater(store=racing, chunk_records=chunk_records).handle(seen_by_zombie)
 
