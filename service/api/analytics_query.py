@@ -17,12 +17,12 @@ from typing import Annotated, Any, Final
 
 from fastapi import Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime
 
 from models.analytics import BUCKETS, Bucket, bucket_start, segment_names
 from models.events import epoch_ms
 from models.journeymap import JourneyMap
 from service.api.deps import Context
+from service.api.schemas import Rfc3339Time
 
 DEFAULT_SPAN: Final[dict[str, int]] = {"hour": 24, "day": 30}
 """Buckets a range covers when `from` is left out."""
@@ -72,7 +72,7 @@ class ChangeWindow:
 async def change_window(
     ctx: Context,
     at: Annotated[
-        AwareDatetime | None,
+        Rfc3339Time | None,
         Query(description="the recent hours end with the hour holding it (default: newest)"),
     ] = None,
     recent_hours: Annotated[int, Query(ge=1, le=48, description="hours judged")] = 6,
@@ -123,11 +123,11 @@ def _journey_map(
 async def window(
     ctx: Context,
     from_: Annotated[
-        AwareDatetime | None,
+        Rfc3339Time | None,
         Query(alias="from", description="start (the bucket holding it is the first)"),
     ] = None,
     to: Annotated[
-        AwareDatetime | None,
+        Rfc3339Time | None,
         Query(description="end, exclusive (default: after the newest event counted)"),
     ] = None,
     bucket: Annotated[Bucket, Query(description="bucket size")] = "hour",

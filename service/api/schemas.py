@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from models.state import JourneyState
 
 
 def _time(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
+
+
+_RFC3339_DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _written_as_time(value: object) -> object:
+    """Only an RFC 3339 text reaches pydantic's parser, which would also read a bare number
+    as Unix seconds (`?to=6`), a value the published schema (a date-time string) rules out."""
+    if isinstance(value, str) and not _RFC3339_DATE.match(value):
+        raise ValueError("expected an RFC 3339 time with an offset, e.g. 2026-11-23T10:00:00Z")
+    return value
+
+
+Rfc3339Time = Annotated[AwareDatetime, BeforeValidator(_written_as_time)]
+"""A time query parameter: RFC 3339 text with an offset, as the schema says; nothing else."""
 
 
 class EventsAccepted(BaseModel):

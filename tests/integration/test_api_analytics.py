@@ -226,3 +226,14 @@ async def test_times_whose_buckets_leave_years_1_to_9999_are_422s_not_500s(api: 
     assert [b["start"] for b in first_day.json()["buckets"]] == [
         "0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z",
     ]  # fmt: skip
+
+
+async def test_times_that_are_not_rfc_3339_text_are_422s_naming_the_parameter(api: Api) -> None:
+    # found by the contract test: `to=6` was read as 6 s after the epoch and answered 200
+    bare_to = await _get(api, "transitions", to="6")
+    bare_at = await _get(api, "changes", at="1700000000")
+    written = await _get(api, "transitions", to="2019-10-01T00:00:00Z")
+
+    assert _errors(bare_to) == [(["query", "to"], "value_error")]
+    assert _errors(bare_at) == [(["query", "at"], "value_error")]
+    assert written.status_code == 200, written.text
