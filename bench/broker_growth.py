@@ -25,7 +25,7 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.scale_out import cpu_seconds
+from bench.environment import cpu_seconds
 from bench.webhook_latency import percentile
 from service.embedded import EmbeddedKafka
 

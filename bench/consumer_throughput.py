@@ -7,7 +7,10 @@ Produces N ~300-byte events for C customers once, then alternates runs of
     scores or samples), to show what learning costs, and with `--unchunked` the same again
     with each batch folded whole before any of it is written (the reference for chunking),
 measuring each from its first to its last committed offset, so the group join is excluded.
-Prints the per-run rates, the medians and the parcours/raw ratio.
+Prints the per-run rates, the medians and the parcours/raw ratio, and for each parcours run
+where the CPU went in that window: microseconds of CPU per event in the consumer, in Redis
+(its own INFO figures) and in the embedded broker, and the Redis commands (those the batch
+scripts call included) that took the most of Redis's time.
 
     python -m bench.consumer_throughput --events 200000 --customers 100000 --runs 3 --unchunked
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import signal
 import statistics
@@ -23,13 +27,15 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from redis import Redis
 
-from bench.environment import isolated_env, local_services
+from bench.environment import cpu_seconds, isolated_env, local_services
 
 UNCHUNKED = 1_000_000
 """A chunk size no batch reaches: the whole batch is folded before anything is written."""
@@ -98,14 +104,15 @@ async def timed_until_committed(
     total: int,
     *,
     ready: Callable[[], bool] | None = None,
-    on_start: Callable[[], object] | None = None,
+    on_start: Callable[[int], object] | None = None,
 ) -> float:
     """Events per second between the first and the last commit the bench observes.
 
     One watcher client, reused: it reads the group's commits without joining the group and
     polls four times a second, so measuring steals little CPU from the consumer. With `ready`,
     the clock starts at the first poll that sees a commit once `ready()` holds (e.g. once
-    every member of a group has its partitions); `on_start` is called when it starts.
+    every member of a group has its partitions); `on_start` is called when it starts, with the
+    number of events committed by then.
     """
     watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
     await watcher.start()
@@ -119,7 +126,7 @@ async def timed_until_committed(
             if first_at is None and done > 0 and (ready is None or ready()):
                 first_at, first_done = now, done
                 if on_start is not None:
-                    on_start()
+                    on_start(done)
             if done >= total:
                 assert first_at is not None
                 assert first_done is not None
@@ -181,6 +188,59 @@ def consume_env(
     return env
 
 
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds so far of the consumer, Redis and the broker, and Redis's per-command
+    microseconds (commands the scripts call are counted under their own names)."""
+
+    consumer: float
+    redis: float
+    broker: float
+    commands: dict[str, float]
+
+    @classmethod
+    def take(cls, consumer_pid: int, client: Redis, broker_pid: int | None) -> CpuSnapshot:
+        cpu = client.info("cpu")
+        stats = client.info("commandstats")
+        return cls(
+            cpu_seconds(consumer_pid),
+            float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+            cpu_seconds(broker_pid) if broker_pid else math.nan,
+            {name.removeprefix("cmdstat_"): float(v["usec"]) for name, v in stats.items()},
+        )
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """Microseconds of CPU per event over a measured window, by process."""
+
+    consumer: float
+    redis: float
+    broker: float
+    top_commands: list[tuple[str, float]]
+
+    @classmethod
+    def between(cls, a: CpuSnapshot, b: CpuSnapshot, events: int) -> CpuSplit:
+        per = 1e6 / events
+        commands = {
+            name: (usec - a.commands.get(name, 0.0)) / events for name, usec in b.commands.items()
+        }
+        top = sorted(commands.items(), key=lambda kv: -kv[1])[:6]
+        return cls(
+            (b.consumer - a.consumer) * per,
+            (b.redis - a.redis) * per,
+            (b.broker - a.broker) * per,
+            [(name, usec) for name, usec in top if usec > 0],
+        )
+
+    def __str__(self) -> str:
+        commands = ", ".join(f"{name} {usec:.1f}" for name, usec in self.top_commands)
+        return (
+            f"CPU µs/event: consumer {self.consumer:.0f}, Redis {self.redis:.0f}, "
+            f"broker {self.broker:.0f}; Redis µs/event by command: {commands}"
+        )
+
+
 async def parcours_run(
     bootstrap: str,
     redis_url: str,
@@ -191,7 +251,8 @@ async def parcours_run(
     models: bool,
     chunk_records: int | None = None,
     profile: str | None = None,
-) -> float:
+    broker_pid: int | None = None,
+) -> tuple[float, CpuSplit]:
     tag = uuid.uuid4().hex[:8]
     group = f"bench-{tag}"
     env = consume_env(bootstrap, redis_url, topic, tag, models=models, chunk_records=chunk_records)
@@ -213,9 +274,21 @@ async def parcours_run(
             "--pid",
             str(process.pid),
         )
+    client = Redis.from_url(redis_url)
+    starts: list[tuple[int, CpuSnapshot]] = []
+
+    def started(done: int) -> None:
+        starts.append((done, CpuSnapshot.take(process.pid, client, broker_pid)))
+
     try:
-        return await timed_until_committed(bootstrap, group, topic, partitions, total)
+        rate = await timed_until_committed(
+            bootstrap, group, topic, partitions, total, on_start=started
+        )
+        end = CpuSnapshot.take(process.pid, client, broker_pid)
+        done, start = starts[0]
+        return rate, CpuSplit.between(start, end, total - done)
     finally:
+        client.close()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await asyncio.wait_for(spy.wait(), 60)
@@ -233,10 +306,9 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         await produce(bootstrap, topic, args.partitions, messages)
         print(f"produced in {time.monotonic() - started:.1f}s")
-        variants: list[tuple[str, bool, int | None]] = [
-            ("parcours consume", True, None),
-            ("parcours, models off", False, None),
-        ]
+        variants: list[tuple[str, bool, int | None]] = [("parcours, models off", False, None)]
+        if not args.state_only:
+            variants.insert(0, ("parcours consume", True, None))
         if args.unchunked:  # the reference for chunking: each batch folded, then written
             variants.append(("parcours, models off, unchunked", False, UNCHUNKED))
         raw: list[float] = []
@@ -244,18 +316,19 @@ async def main(args: argparse.Namespace) -> None:
         for run in range(args.runs):
             raw.append(await raw_run(bootstrap, topic, args.partitions, args.events))
             for name, models, chunk_records in variants:
-                rates[name].append(
-                    await parcours_run(
-                        bootstrap,
-                        redis_url,
-                        topic,
-                        args.partitions,
-                        args.events,
-                        models=models,
-                        chunk_records=chunk_records,
-                        profile=args.profile,
-                    )
+                rate, split = await parcours_run(
+                    bootstrap,
+                    redis_url,
+                    topic,
+                    args.partitions,
+                    args.events,
+                    models=models,
+                    chunk_records=chunk_records,
+                    profile=args.profile,
+                    broker_pid=services.broker_pid,
                 )
+                rates[name].append(rate)
+                print(f"  {name}: {rate:,.0f}/s; {split}")
             measured = ", ".join(f"{name} {rates[name][-1]:,.0f}/s" for name, _, _ in variants)
             print(f"run {run + 1}: raw aiokafka {raw[-1]:,.0f}/s, {measured}")
         reference = statistics.median(raw)
@@ -279,6 +352,11 @@ if __name__ == "__main__":
         "--unchunked",
         action="store_true",
         help="also run models off with each batch folded whole before it is written",
+    )
+    parser.add_argument(
+        "--state-only",
+        action="store_true",
+        help="run only the variants with models off (journey state, catalog and analytics)",
     )
     parser.add_argument(
         "--profile", metavar="DIR", help="record each consumer with py-spy (raw stacks) into DIR"

@@ -33,23 +33,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from bench.consumer_throughput import consume_env, events, produce, timed_until_committed
-from bench.environment import local_services
+from bench.environment import cpu_seconds, local_services, machine_ticks
 
 PARTITIONS = 8
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a live process so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, all) CPU ticks of the whole machine so far, every core, from /proc/stat."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = ticks[3] + ticks[4]  # idle and iowait
-    return sum(ticks) - idle, sum(ticks)
 
 
 class Member:
@@ -232,7 +218,7 @@ async def run_group(
         rate = await timed_until_committed(
             setup.bootstrap, f"bench-{tag}", topic, PARTITIONS, total,
             ready=lambda: settled(members),
-            on_start=lambda: marks.append(Snapshot.take(members, setup.servers)),
+            on_start=lambda _done: marks.append(Snapshot.take(members, setup.servers)),
         )  # fmt: skip
         end = Snapshot.take(members, setup.servers)
     finally:

@@ -54,9 +54,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.environment import isolated_env, local_services
+from bench.environment import cpu_seconds, isolated_env, local_services
 from bench.recommend_load import processes, wait_until_serving
-from bench.scale_out import cpu_seconds
 from models.triggers import Trigger
 from models.webhooks import Subscription
 from service.embedded import die_with_parent, free_port

@@ -220,6 +220,12 @@ class RecommendSettings(_Group):
     cache_ttl_s: float = Field(
         default=30.0, ge=0, description="API caches catalog neighbours and trending this long"
     )
+    cache_stale_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="after its TTL a cached entry is still served this long while it is "
+        "refetched in the background (0: refetched before answering)",
+    )
     cache_entries: int = Field(
         default=50_000, ge=1, description="products and trending lists the API cache holds"
     )

@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache = CatalogCache(
                 catalog,
                 ttl_s=recommend.cache_ttl_s,
+                stale_s=recommend.cache_stale_s,
                 max_entries=recommend.cache_entries,
                 per_seed=recommend.neighbours_per_seed,
                 min_support=recommend.min_support,
@@ -171,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker_stopped()
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            if cache is not None:
+                await cache.aclose()
             await http_client.close()
             await producer.stop()
             await redis.aclose()
