@@ -106,13 +106,14 @@ class AnalyticsStore:
         Partitions of counted facts are swept, and so are those in `sweep` (a backlog).
         Call it before writing the journeys of the same batch; raises `StoreUnavailable`.
         """
+        leavings: list[str] = []
         batch = [
-            [str(run[0].partition), customer, [_encode(fact) for fact in run]]
+            [str(run[0].partition), customer, [_encode(fact, leavings) for fact in run]]
             for customer, facts in customers
             for run in _runs(facts)
         ]
         args: list[str | int | bytes] = [self.base, journey_map, *self._settings]
-        args += [orjson.dumps([str(p) for p in sweep]), orjson.dumps(batch)]
+        args += [orjson.dumps([str(p) for p in sweep]), orjson.dumps(batch), *leavings]
         try:
             applied, exits, carts, dropped, backlog = await self._record(keys=self._keys, args=args)
         except REDIS_ERRORS as exc:
@@ -229,17 +230,21 @@ def _runs(facts: Sequence[Fact]) -> list[list[Fact]]:
     return runs
 
 
-def _encode(fact: Fact) -> list[Any]:
-    """A fact as the script reads it; no cart deadline is 0 (no deadline is that early)."""
-    return [
-        fact.offset, fact.at, fact.exit_due, fact.cart_due or 0, _leaving(fact.leaving),
-        " ".join(fact.segments), fact.counts, fact.entered, fact.progress, fact.looped,
-    ]  # fmt: skip
+def _encode(fact: Fact, leavings: list[str]) -> list[Any]:
+    """A fact as the script reads it (see `RECORD`); no cart deadline is 0 (no deadline is
+    that early). Its leaving record goes to `leavings`, passed as arguments of their own."""
+    row: list[Any] = [fact.offset, fact.at, fact.exit_due, fact.cart_due or 0, 0,
+                      " ".join(fact.segments), fact.counts, fact.entered, fact.progress,
+                      fact.looped]  # fmt: skip
+    if fact.leaving is not None:
+        leavings.append(_leaving(fact.leaving))
+        row[4] = len(leavings)
+    while not row[-1] and len(row) > 6:  # the lists most facts leave empty
+        row.pop()
+    return row
 
 
-def _leaving(leaving: Leaving | None) -> str:
-    if leaving is None:
-        return ""
+def _leaving(leaving: Leaving) -> str:
     cart = leaving.cart
     return orjson.dumps(
         [

@@ -18,9 +18,12 @@ RECORD: Final = """
 -- KEYS: fence, clock, pending, expiry index
 -- ARGV: base, map, hour retention ms, day retention ms, lateness ms, sweep limit,
 --   touchpoints kept per bucket, prune limit, abandon after ms, JSON [partitions to sweep],
---   JSON [[partition, customer, [fact...]]...], each fact [offset, at, exit due,
---   cart due or 0, leaving JSON or '', segments (space separated), [counts...],
---   [entered stages...], [progress touches...], [loop touches...]] (one argument each)
+--   JSON [[partition, customer, [fact...]]...], then the facts' leaving records (JSON text,
+--   one argument each: never parsed here unless an exit or a cart resolves from them).
+--   Each fact is [offset, at, exit due, cart due or 0, k (its leaving is ARGV[11 + k]; 0:
+--   none), segments (space separated), [counts...], [entered stages...],
+--   [progress touches...], [loop touches...]], the trailing empty lists left out: most
+--   events move no one, and each list decoded here is a table built.
 local FENCE, CLOCK, PENDING, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, map = ARGV[1], ARGV[2]
 local KEEP = {h = tonumber(ARGV[3]), d = tonumber(ARGV[4])}
@@ -136,6 +139,7 @@ local function abandon(p)
   p.cd = nil
 end
 
+local NONE = {}
 local sweep, newest, highest = {}, {}, {}
 for _, part in ipairs(cjson.decode(ARGV[10])) do sweep[part] = true end
 local batch, customers = cjson.decode(ARGV[11]), {}
@@ -148,7 +152,8 @@ for _, group in ipairs(batch) do
     fences[part] = tonumber(redis.call('HGET', FENCE, part) or '-1')  -- as stored at the start
   end
   for _, f in ipairs(group[3]) do
-    local o, at, xd, left, segs = f[1], f[2], f[3], f[5], f[6]
+    local o, at, xd, segs = f[1], f[2], f[3], f[6]
+    local left = f[5] > 0 and ARGV[11 + f[5]] or ''
     local cd = f[4] ~= 0 and f[4] or nil
     if o > fences[part] then
       applied = applied + 1
@@ -166,10 +171,10 @@ for _, group in ipairs(batch) do
       if left == '' then now.leaving = p and p.leaving or nil end
       pend[customer] = now
       mark(customer, now, part)
-      for _, field in ipairs(f[7]) do add(counts, map, at, segs, field, 1) end
-      for _, stage in ipairs(f[8]) do visit(map, at, segs, stage, customer) end
-      for _, key in ipairs(f[9]) do add(touches, map, at, segs, 'p|' .. key, 1) end
-      for _, key in ipairs(f[10]) do add(touches, map, at, segs, 'k|' .. key, 1) end
+      for _, field in ipairs(f[7] or NONE) do add(counts, map, at, segs, field, 1) end
+      for _, stage in ipairs(f[8] or NONE) do visit(map, at, segs, stage, customer) end
+      for _, key in ipairs(f[9] or NONE) do add(touches, map, at, segs, 'p|' .. key, 1) end
+      for _, key in ipairs(f[10] or NONE) do add(touches, map, at, segs, 'k|' .. key, 1) end
       if highest[part] == nil or o > highest[part] then highest[part] = o end
       if newest[part] == nil or at > newest[part] then newest[part] = at end
       sweep[part] = true

@@ -162,21 +162,34 @@ local function learn_addition(added, existing, at, at_s)
   end
 end
 
+-- per scope, read once per call: its reference time, and a bound on its list's size (the
+-- size when read plus the increments since; ZCARD is asked only once the bound passes)
+local scope_ref, size_bound = {}, {}
 local function popular(scope, key, item, weight, at, at_s)
-  local ref = redis.call('HGET', TREF, scope)
-  if not ref then
-    ref = at
-    redis.call('HSET', TREF, scope, at_s)
-  else
-    ref = tonumber(ref)
-    if top_h ~= 0 and at - ref > drift * top_h then
-      redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', num(shrink(top_h, at, ref)))
-      redis.call('HSET', TREF, scope, at_s)
+  local ref = scope_ref[scope]
+  if ref == nil then
+    ref = tonumber(redis.call('HGET', TREF, scope) or '')
+    if not ref then
       ref = at
+      redis.call('HSET', TREF, scope, at_s)
     end
   end
+  if top_h ~= 0 and at - ref > drift * top_h then
+    redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', num(shrink(top_h, at, ref)))
+    redis.call('HSET', TREF, scope, at_s)
+    ref = at
+  end
+  scope_ref[scope] = ref
   redis.call('ZINCRBY', key, num(weight * growth(top_h, at, ref)), item)
-  if redis.call('ZCARD', key) > 2 * top_n then prune(key, top_n) end
+  local bound = (size_bound[key] or redis.call('ZCARD', key) - 1) + 1
+  if bound > 2 * top_n then
+    bound = redis.call('ZCARD', key)
+    if bound > 2 * top_n then
+      prune(key, top_n)
+      bound = top_n
+    end
+  end
+  size_bound[key] = bound
 end
 
 local function slice(from, count)

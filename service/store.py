@@ -50,8 +50,13 @@ local function put(key, value)
     redis.call('SET', key, value)
   end
 end
+-- a journey key's revision ('0': no key), from its first bytes: the value is kilobytes
+local function revision(key)
+  return string.match(redis.call('GETRANGE', key, 0, 20), '^(%d+) ') or '0'
+end
 """
-"""Both save scripts: ARGV[1] is the TTL in ms ('0': none), and `put` writes a key with it."""
+"""Both save scripts: ARGV[1] is the TTL in ms ('0': none), `put` writes a key with it and
+`revision` reads a journey key's revision."""
 
 _UNCOUNT_CART: Final = """
 local function uncount_cart(base, member)
@@ -142,8 +147,7 @@ _SAVE: Final = (
     + """
 local conflicts, written = {}, {}
 for i, key in ipairs(KEYS) do
-  local current = redis.call('GET', key)
-  local rev = current and string.match(current, '^(%d+) ') or '0'
+  local rev = revision(key)
   if rev == ARGV[2 * i] then
     put(key, (tonumber(rev) + 1) .. ' ' .. ARGV[2 * i + 1])
     written[i - 1] = true
@@ -167,14 +171,13 @@ for i = 1, n do
   local key, book_key, due_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local expected, state, book, due, member =
     ARGV[5 * i - 3], ARGV[5 * i - 2], ARGV[5 * i - 1], ARGV[5 * i], ARGV[5 * i + 1]
-  local current = redis.call('GET', key)
-  local rev = current and string.match(current, '^(%d+) ') or '0'
+  local rev = revision(key)
   if rev ~= expected then
     conflicts[#conflicts + 1] = i - 1
   else
     written[i - 1] = true
-    if state == '' and current then
-      state = string.sub(current, #rev + 2)
+    if state == '' and rev ~= '0' then
+      state = string.sub(redis.call('GET', key), #rev + 2)
     end
     if state ~= '' then
       put(key, (tonumber(rev) + 1) .. ' ' .. state)
