@@ -91,9 +91,14 @@ class AnalyticsRecording:
 
 
 def analytics_recording(
-    settings: Settings, redis: RedisClient, metrics: ConsumerMetrics, journey_map: JourneyMap
+    settings: Settings,
+    redis: RedisClient,
+    metrics: ConsumerMetrics,
+    journey_map: JourneyMap,
+    kind: type[AnalyticsRecording] = AnalyticsRecording,
 ) -> AnalyticsRecording:
-    """The duty as settings configure it; a cart is abandoned as the abandonment model says."""
+    """The duty as settings configure it (as `kind`, a subclass when a test makes it fail);
+    a cart is abandoned as the abandonment model says."""
     recorder = Recorder(
         journey_map,
         horizon_ms=int(settings.analytics.horizon_s * 1000),
@@ -101,4 +106,4 @@ def analytics_recording(
         touchpoints=settings.analytics.touchpoints,
     )
     store = analytics_store(redis, settings)
-    return AnalyticsRecording(store, recorder, metrics)
+    return kind(store, recorder, metrics)

@@ -86,7 +86,7 @@ class _Prepared:
     writes: list[Write]
 
 
-_YIELD_EVERY = 64
+_YIELD_EVERY = 16
 """Customers folded between chances for the chained writes to move (an event loop turn)."""
 
 
@@ -146,6 +146,7 @@ class StateUpdater:
         loaded = await self._store.load_many(customers, with_labels=with_labels)
         stored = dict(zip(customers, loaded, strict=True))
         folded: list[dict[str, _Folded]] = []
+        sides: list[asyncio.Future[None]] = []
         writing: list[asyncio.Future[set[str]]] = []
         try:
             for chunk in chunks:
@@ -157,11 +158,16 @@ class StateUpdater:
                 prepared = self._prepare(attempt)
                 for write in prepared.writes:
                     stored[write.customer_id] = _as_written(stored[write.customer_id], write)
+                side = asyncio.ensure_future(
+                    self._side_writes(prepared, sides[-1] if sides else None)
+                )
+                sides.append(side)
                 after = writing[-1] if writing else None
-                writing.append(asyncio.ensure_future(self._write(prepared, after)))
+                writing.append(asyncio.ensure_future(self._write(prepared, after, side)))
                 folded.append(attempt)
                 await asyncio.sleep(0)
         finally:
+            await asyncio.gather(*sides, return_exceptions=True)
             outcomes = await asyncio.gather(*writing, return_exceptions=True)
         pending: list[str] = []
         for outcome in outcomes:
@@ -210,13 +216,33 @@ class StateUpdater:
         ]
         return _Prepared(list(attempt.values()), triggers, writes)
 
-    async def _write(self, prepared: _Prepared, after: Awaitable[set[str]] | None) -> set[str]:
-        """Once the write `after` is done (raising what it raised), make `prepared` durable in
-        the order exactly-once needs; returns the customers whose journey changed under this
-        writer, in this chunk or one before (whose later chunks are then not written)."""
+    async def _side_writes(self, prepared: _Prepared, after: Awaitable[None] | None) -> None:
+        """Once the chunk before made its side writes durable (raising what they raised),
+        make this chunk's: the per-partition fences in Redis then move in log order."""
+        if after is not None:
+            await after
+        await self._before_writing(prepared.results, prepared.triggers)
+
+    async def _write(
+        self,
+        prepared: _Prepared,
+        after: Awaitable[set[str]] | None,
+        side: Awaitable[None] | None = None,
+    ) -> set[str]:
+        """Once the journey write `after` is done (raising what it raised) and this chunk's
+        side writes `side` are (made here when None), write its journeys; returns the
+        customers whose journey changed under this writer, in this chunk or one before
+        (whose later chunks are then not written).
+
+        The side writes of the next chunk may run meanwhile: they are repeatable and
+        fenced, so a journey write failing after them only means they are repeated, as
+        no-ops, when the batch is redelivered."""
         conflicted = set(await after) if after is not None else set()
         writes = [w for w in prepared.writes if w.customer_id not in conflicted]
-        await self._before_writing(prepared.results, prepared.triggers)
+        if side is None:
+            await self._before_writing(prepared.results, prepared.triggers)
+        else:
+            await side
         lost = {writes[i].customer_id for i in await self._store.save_many(writes)}
         self._metrics.write_conflicts.inc(len(lost))
         return conflicted | lost

@@ -142,9 +142,10 @@ class Worker:
             chunk_records=chunk_records,
         )
 
-    def analytics(self) -> AnalyticsRecording:
-        """Analytics recording as `parcours consume` wires it from the settings."""
-        return analytics_recording(self.settings, self.redis, self.metrics, self.fold.map)
+    def analytics(self, kind: type[AnalyticsRecording] = AnalyticsRecording) -> AnalyticsRecording:
+        """Analytics recording as `parcours consume` wires it from the settings (as `kind`, a
+        subclass that fails on purpose)."""
+        return analytics_recording(self.settings, self.redis, self.metrics, self.fold.map, kind)
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels or None) or 0.0

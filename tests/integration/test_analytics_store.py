@@ -3,7 +3,7 @@ gone after their retention, bounded touchpoints, and every key in the `{analytic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +11,9 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from redis.crc import key_slot
 
-from consumers.analytics_recording import analytics_recording
+from consumers.analytics_recording import AnalyticsRecording, analytics_recording
 from models.analytics import DAY_MS, HOUR_MS, Fact
+from models.state import decode_state
 from service.analytics import AnalyticsStore, CustomerFacts, analytics_store
 from service.errors import StoreUnavailable
 from service.settings import AnalyticsSettings, Settings
@@ -298,3 +299,44 @@ async def test_analytics_unreachable_fails_the_batch_before_any_journey_is_writt
     customers = list(expected_states(worker.fold, records))
     assert all(s.state is None for s in await worker.store.load_many(customers))
     await dead.aclose()
+
+
+async def test_failed_analytics_call_stops_later_chunks_and_replays_to_the_oracle(
+    worker: Worker,
+) -> None:
+    # A chunk's analytics call may run while the chunk before writes its journeys. A failed
+    # call must still stop every later chunk's calls (their fence would pass over the failed
+    # chunk's facts, which would then be lost) and its own chunk's journey write.
+    records = await _records(worker, _stream())
+    calls: list[int] = []
+    saves: list[int] = []
+
+    class Failing(AnalyticsRecording):
+        async def record(self, customers: Iterable[tuple[str, list[Fact]]]) -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                raise StoreUnavailable("Redis went away")
+            await super().record(customers)
+
+    class Counting(JourneyStore):
+        async def save_many(self, writes: Sequence[Write]) -> list[int]:
+            saves.append(len(writes))
+            return await super().save_many(writes)
+
+    chunk = len(records) // 5
+    failing = worker.updater(
+        store=worker.store_as(Counting), analytics=worker.analytics(Failing), chunk_records=chunk
+    )
+    with pytest.raises(StoreUnavailable):
+        await failing.handle(records)
+    assert len(calls) == 2, "no analytics call after the failed one"
+    assert len(saves) == 1, "only the chunk before the failed call wrote its journeys"
+
+    await worker.updater(analytics=worker.analytics(), chunk_records=chunk).handle(records)
+    expected = recompute_as_configured(worker.settings, worker.fold, records)
+    await assert_store_matches(
+        analytics_store(worker.redis, worker.settings), worker.fold.map, expected
+    )
+    states = expected_states(worker.fold, records)
+    stored = await worker.store.load_many(list(states))
+    assert [decode_state(s.state) if s.state else None for s in stored] == list(states.values())
