@@ -319,12 +319,11 @@ class StateUpdater:
         """Valid events by customer in log order, in chunks of `chunk_records` consecutive
         records; and the dead letters."""
         now_ms = int(self._clock() * 1000)
-        size = self._chunk_records
         chunks: list[dict[str, list[tuple[Event, Record]]]] = []
         letters: list[DeadLetter] = []
-        for start in range(0, len(records), size):
+        for start, end in _chunk_bounds(len(records), self._chunk_records):
             by_customer: dict[str, list[tuple[Event, Record]]] = {}
-            for record in records[start : start + size]:
+            for record in records[start:end]:
                 try:
                     event = self._decoder.decode(record.value, now_ms)
                 except InvalidEvent as exc:
@@ -471,6 +470,19 @@ def _count_feedback(metrics: ConsumerMetrics, event: Event) -> None:
     rec_id = event.properties.recommendation_id or ""
     kind = event.type.removeprefix("recommendation_")
     metrics.recommendation_feedback.labels(action_type_of(rec_id), kind).inc()
+
+
+def _chunk_bounds(total: int, size: int) -> list[tuple[int, int]]:
+    """Chunks of `size` records, the first two a quarter and a half of it: Redis has the
+    first write to do sooner, instead of idling while the first whole chunk is folded."""
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for n in (max(1, size // 4), max(1, size // 2)):
+        if start < total:
+            bounds.append((start, min(start + n, total)))
+            start += n
+    bounds += [(i, min(i + size, total)) for i in range(start, total, size)]
+    return bounds
 
 
 def _newest(folded: Iterable[_Folded]) -> dict[int, int]:

@@ -33,11 +33,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from models.events import Channel, Event
 from models.journeymap import EXIT, JourneyMap
-from models.state import JourneyState, Touchpoint
+from models.state import JourneyState, Touchpoint, new_leaf
 
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
@@ -168,10 +168,9 @@ def bin_seconds(index: int) -> float:
     return float(2 ** ((index - 0.5) / BINS_PER_DOUBLING))
 
 
-@dataclass(frozen=True, slots=True)
-class Before:
+class Before(NamedTuple):
     """What a fact needs from the journey as it was just before the event (the fold then
-    changes the journey in place)."""
+    changes the journey in place). A tuple: one is built per event."""
 
     stage: str
     entered_at: int
@@ -182,13 +181,14 @@ class Before:
     def of(cls, state: JourneyState | None) -> Before | None:
         if state is None:
             return None
-        return cls(
-            state.stage, state.stage_entered_at, state.last_event_at, len(state.stage_first_entered)
-        )
+        return new_leaf(
+            cls,
+            (state.stage, state.stage_entered_at, state.last_event_at,
+             len(state.stage_first_entered)),
+        )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class CartLeaving:
+class CartLeaving(NamedTuple):
     """An open cart as it stood at the customer's last event."""
 
     at: int
@@ -196,9 +196,9 @@ class CartLeaving:
     value_cents: int
 
 
-@dataclass(frozen=True, slots=True)
-class Leaving:
-    """The customer at their last event: what an exit or an abandoned cart is counted from."""
+class Leaving(NamedTuple):
+    """The customer at their last event: what an exit or an abandoned cart is counted from.
+    A tuple: one is built per customer and chunk."""
 
     journey_map: str
     at: int
@@ -301,17 +301,15 @@ class Recorder:
             checkout = any(
                 tp.type == "checkout_started" and tp.at >= opened for tp in state.touchpoints
             )
-            cart = CartLeaving(
-                state.cart.updated_at if state.cart.updated_at is not None else state.last_event_at,
-                CHECKOUT if checkout else EARLIER,
-                round(state.cart.value * 100),
-            )
-        return Leaving(
-            self.map.name,
-            state.last_event_at,
-            state.stage,
-            segments_of(state),
-            last_touches(state, self.touchpoints),
-            cart,
-            duration_bin(max(state.last_event_at - state.stage_entered_at, 0)),
-        )
+            changed = state.cart.updated_at
+            cart = new_leaf(
+                CartLeaving,
+                (changed if changed is not None else state.last_event_at,
+                 CHECKOUT if checkout else EARLIER, round(state.cart.value * 100)),
+            )  # fmt: skip
+        return new_leaf(
+            Leaving,
+            (self.map.name, state.last_event_at, state.stage, segments_of(state),
+             last_touches(state, self.touchpoints), cart,
+             duration_bin(max(state.last_event_at - state.stage_entered_at, 0))),
+        )  # fmt: skip
