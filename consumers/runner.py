@@ -1,6 +1,9 @@
 """The poll → handle → commit loop every Parcours worker runs, and its error policy.
 
 - Offsets are committed only after the handler returns, i.e. after its effect is durable.
+- A `Pipelined` handler folds the next batch while the one before is still being written:
+  the runner commits a batch once what `begin` returned completes, and that before it polls
+  the batch after next; a failure rewinds both batches in play.
 - A retriable error (Redis or Kafka unavailable, write conflicts) rewinds the batch to its
   first offsets and backs off exponentially with jitter; nothing is committed meanwhile.
 - Anything else propagates: the process exits non-zero and its supervisor restarts it.
@@ -17,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -36,6 +40,18 @@ class Handler(Protocol):
 
 
 @runtime_checkable
+class Pipelined(Protocol):
+    """A handler that can take the next batch before the last one is durable."""
+
+    async def begin(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Awaitable[object]:
+        """Take the batch on; returns what completes once its effect is durable."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the batch in flight (after a failure or a rebalance)."""
+
+
+@runtime_checkable
 class Lifecycle(Protocol):
     """Optional hooks for a handler whose durable state is not (only) the committed offsets."""
 
@@ -50,19 +66,22 @@ class Lifecycle(Protocol):
 
 
 class CollectBetweenBatches:
-    """Run Python's cycle collector between batches instead of during them.
+    """Run Python's cycle collector on a clock between polls instead of during batches.
 
     A batch keeps ~100k young objects alive until it is committed; automatic collection runs
     every few thousand allocations and walks those live objects each time without freeing
     any (measured: ~15% of the consumer's CPU). Journey data has no reference cycles, so
     reference counting frees a batch; the collector only needs to catch the occasional cycle
-    from libraries, which a young-generation pass after each poll and a full pass every
-    minute do. Set-up objects are frozen out of the collector's view.
+    from libraries, which a young-generation pass every ten seconds and a full pass every
+    minute do. Not after every poll: with the next batch folded while the last is written,
+    some batch is always alive, and each pass would walk it. Set-up objects are frozen out
+    of the collector's view.
     """
 
-    def __init__(self, full_every_s: float = 60.0) -> None:
+    def __init__(self, young_every_s: float = 10.0, full_every_s: float = 60.0) -> None:
+        self._young_every_s = young_every_s
         self._full_every_s = full_every_s
-        self._last_full = time.monotonic()
+        self._last_young = self._last_full = time.monotonic()
 
     def start(self) -> None:
         gc.collect()
@@ -73,9 +92,10 @@ class CollectBetweenBatches:
         now = time.monotonic()
         if now - self._last_full >= self._full_every_s:
             gc.collect()
-            self._last_full = now
-        else:
+            self._last_full = self._last_young = now
+        elif now - self._last_young >= self._young_every_s:
             gc.collect(1)
+            self._last_young = now
 
     def stop(self) -> None:
         gc.enable()
@@ -120,6 +140,15 @@ async def until_done(
     return False
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A batch a pipelined handler took on: done once its effect is durable."""
+
+    batch: Batch
+    done: Awaitable[object]
+    started: float
+
+
 class BatchRunner:
     """Runs one consumer and one handler until `stop` is set."""
 
@@ -141,6 +170,7 @@ class BatchRunner:
         self._backoff = backoff or Backoff(0.2, 10.0)
         self._in_flight = asyncio.Lock()
         self._collector = CollectBetweenBatches()
+        self._tail: _InFlight | None = None  # a pipelined batch taken on, not yet committed
 
     def listener(self) -> ConsumerRebalanceListener:
         """Pass to `consumer.subscribe(..., listener=...)`."""
@@ -156,17 +186,77 @@ class BatchRunner:
                 delay = 0.0
                 if batch:
                     async with self._in_flight:
-                        delay = await self._process(batch)
-                elif isinstance(self._handler, Lifecycle):
+                        if isinstance(self._handler, Pipelined):
+                            delay = await self._take_on(batch, self._handler)
+                        else:
+                            delay = await self._process(batch)
+                elif isinstance(self._handler, Lifecycle) or self._tail is not None:
                     async with self._in_flight:
-                        delay = await self._idle(self._handler)
+                        delay = await self._settle()
+                        if not delay and isinstance(self._handler, Lifecycle):
+                            delay = await self._idle(self._handler)
                 del batch
                 self._collector.after_poll()
                 if delay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
+            async with self._in_flight:
+                await self._settle()  # stopping: the last batch taken on is committed
         finally:
             self._collector.stop()
+
+    async def _take_on(self, batch: Batch, handler: Pipelined) -> float:
+        """Begin `batch`, then finish the batch taken on before it."""
+        records = [record for records in batch.values() for record in records]
+        started = time.perf_counter()
+        previous, self._tail = self._tail, None
+        try:
+            done = await handler.begin(records)
+        except ParcoursError as exc:
+            if not exc.retriable:
+                raise
+            self._rewind(batch)  # first: a failed batch before rewinds over it to older offsets
+            delay = await self._finish(previous)
+            handler.reset()
+            return delay or self._retry_delay(exc, batch)
+        self._tail = _InFlight(batch, done, started)
+        return await self._finish(previous)
+
+    async def _settle(self) -> float:
+        """Finish the batch taken on, if any (before idling, stopping or a rebalance)."""
+        tail, self._tail = self._tail, None
+        return await self._finish(tail)
+
+    async def _finish(self, tail: _InFlight | None) -> float:
+        """Wait for `tail` to be durable and commit it. If it failed (retriably), the batch
+        taken on after it fails too (its writes waited for this one's): rewind both, the
+        older last, and reset the handler. Returns how long to back off (0 on success)."""
+        if tail is None:
+            return 0.0
+        try:
+            await tail.done
+        except ParcoursError as exc:
+            if not exc.retriable:
+                raise
+            newer, self._tail = self._tail, None
+            if newer is not None:
+                await asyncio.gather(newer.done, return_exceptions=True)
+                self._rewind(newer.batch)
+            self._rewind(tail.batch)
+            if isinstance(self._handler, Pipelined):
+                self._handler.reset()
+            return self._retry_delay(exc, tail.batch)
+        self._backoff.reset()
+        self._metrics.batch_size.observe(sum(len(r) for r in tail.batch.values()))
+        self._metrics.batch_seconds.observe(time.perf_counter() - tail.started)
+        await self._commit(tail.batch)
+        return 0.0
+
+    def _retry_delay(self, exc: ParcoursError, batch: Batch) -> float:
+        delay = self._backoff.next_delay()
+        self._metrics.retries.labels(type(exc).__name__).inc()
+        logger.warning("batch %s not applied (%s); retrying in %.1fs", _describe(batch), exc, delay)
+        return delay
 
     async def _process(self, batch: Batch) -> float:
         """Handle and commit; returns how long to back off (0 on success)."""
@@ -231,7 +321,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._runner._in_flight:
+            await self._runner._settle()  # the batch taken on is committed before they go
             handler = self._runner._handler
+            if isinstance(handler, Pipelined):
+                handler.reset()  # its view of the journeys is only good while it owns them
             if revoked and isinstance(handler, Lifecycle):
                 await handler.on_revoked(revoked)
             for tp in revoked:

@@ -123,16 +123,38 @@ class StateUpdater:
         self._triggering = triggering
         self._analytics = analytics
         self._experimenting = experimenting if labelling is not None else None
+        self._carried: dict[str, Stored] = {}  # the journeys of the batch before, as written
+        self._last_side: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[set[str]] | None = None
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Make the batch's effect durable in Redis (and the dead-letter topic), or raise.
 
+        The next batch starts from Redis: see `begin` for folding a batch while the one
+        before is still being written.
+        """
+        try:
+            await (await self.begin(records))
+        finally:
+            self.reset()
+
+    async def begin(self, records: Sequence[Record]) -> Awaitable[set[str]]:
+        """Fold the batch and start its writes; returns what completes once its effect is
+        durable (or raises why not). Call it for the next batch before that completes, and
+        the next batch is decoded, loaded and folded while this one is written.
+
         The batch is folded in chunks of consecutive records, and each chunk is written while
         the next is folded: Redis and this process work at the same time. A chunk continues
         from the journeys the chunk before it wrote (their revision one higher), so a batch
-        has the effect of its chunks taken as batches one after the other. The writes are
-        chained: a chunk is written only after the one before it, and not at all if that one
-        failed, so the per-partition fences and the revisions stay in log order.
+        has the effect of its chunks taken as batches one after the other; so does the next
+        batch, from the journeys this one wrote. The writes are chained: a chunk is written
+        only after the one before it, and not at all if that one failed, so the per-partition
+        fences and the revisions stay in log order. The next batch's first journey write also
+        waits for this batch to be done (conflicts retried, deadlines swept), and leaves out
+        the journeys this batch found changed under it, which it reloads instead.
+
+        After a failure (here or in what was returned), call `reset` before the batches are
+        delivered again.
         """
         self._metrics.consumed.inc(len(records))
         chunks, letters = self._decode(records)
@@ -143,37 +165,72 @@ class StateUpdater:
         if self._experimenting is not None:
             await self._experimenting.refresh()
         customers = list(dict.fromkeys(c for chunk in chunks for c in chunk))
-        loaded = await self._store.load_many(customers, with_labels=with_labels)
-        stored = dict(zip(customers, loaded, strict=True))
+        carried = self._carried
+        wanted = [c for c in customers if c not in carried]
+        loaded = await self._store.load_many(wanted, with_labels=with_labels)
+        stored = {c: carried[c] for c in customers if c in carried}
+        stored.update(zip(wanted, loaded, strict=True))
+        previous = self._done
         folded: list[dict[str, _Folded]] = []
         sides: list[asyncio.Future[None]] = []
         writing: list[asyncio.Future[set[str]]] = []
+        if previous is not None:  # the journeys the batch before found changed are reloaded
+            writing.append(asyncio.ensure_future(_changed_among(previous, set(customers))))
+        last_side = self._last_side
         try:
             for chunk in chunks:
                 attempt: dict[str, _Folded] = {}
                 for i, (customer, items) in enumerate(chunk.items()):
                     attempt[customer] = self._fold_customer(stored[customer], items)
-                    if writing and i % _YIELD_EVERY == _YIELD_EVERY - 1:
-                        await asyncio.sleep(0)  # let the chunk before move through Redis
+                    if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                        await asyncio.sleep(0)  # let the writes before move through Redis
                 prepared = self._prepare(attempt)
                 for write in prepared.writes:
                     stored[write.customer_id] = _as_written(stored[write.customer_id], write)
-                side = asyncio.ensure_future(
-                    self._side_writes(prepared, sides[-1] if sides else None)
-                )
-                sides.append(side)
+                last_side = asyncio.ensure_future(self._side_writes(prepared, last_side))
+                sides.append(last_side)
                 after = writing[-1] if writing else None
-                writing.append(asyncio.ensure_future(self._write(prepared, after, side)))
+                writing.append(asyncio.ensure_future(self._write(prepared, after, last_side)))
                 folded.append(attempt)
                 await asyncio.sleep(0)
-        finally:
-            await asyncio.gather(*sides, return_exceptions=True)
-            outcomes = await asyncio.gather(*writing, return_exceptions=True)
+        except BaseException:
+            await asyncio.gather(*sides, *writing, return_exceptions=True)
+            raise
+        self._carried = {c: stored[c] for c in customers}
+        self._last_side = last_side
+        done = asyncio.ensure_future(
+            self._finish(chunks, letters, folded, sides, writing, with_labels)
+        )
+        self._done = done
+        return done
+
+    def reset(self) -> None:
+        """Forget the batch in flight: the next batch loads every journey from Redis and its
+        writes wait for nothing (after a failure, a rebalance, or a batch handled whole)."""
+        self._carried = {}
+        self._last_side = None
+        self._done = None
+
+    async def _finish(
+        self,
+        chunks: list[dict[str, list[tuple[Event, Record]]]],
+        letters: list[DeadLetter],
+        folded: list[dict[str, _Folded]],
+        sides: list[asyncio.Future[None]],
+        writing: list[asyncio.Future[set[str]]],
+        with_labels: bool,
+    ) -> set[str]:
+        """Once the chunks are written, retry the journeys that changed under this writer,
+        then dead letters, deadlines and metrics; returns every customer whose journey changed
+        under this writer in this batch (the next batch must not trust its own view of them)."""
+        await asyncio.gather(*sides, return_exceptions=True)
+        outcomes = await asyncio.gather(*writing, return_exceptions=True)
         pending: list[str] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
             pending = sorted(outcome)  # each chunk's holds the ones before it
+        changed = set(pending)
         if pending:
             events_of: dict[str, list[tuple[Event, Record]]] = {}
             for chunk in chunks:
@@ -199,9 +256,10 @@ class StateUpdater:
         for result in results:
             letters.extend(result.failed)
         await self._dead_letters.send(letters)
-        if labelling is not None:
-            await labelling.sweep(_newest(results))
+        if self._labelling is not None:
+            await self._labelling.sweep(_newest(results))
         self._record(results, letters)
+        return changed
 
     def _prepare(self, attempt: dict[str, _Folded]) -> _Prepared:
         """Score the folded journeys and collect what they decided: all that a write needs."""
@@ -483,6 +541,11 @@ def _chunk_bounds(total: int, size: int) -> list[tuple[int, int]]:
             start += n
     bounds += [(i, min(i + size, total)) for i in range(start, total, size)]
     return bounds
+
+
+async def _changed_among(done: Awaitable[set[str]], customers: set[str]) -> set[str]:
+    """Once the batch before is done: those of `customers` whose journey changed under it."""
+    return (await done) & customers
 
 
 def _newest(folded: Iterable[_Folded]) -> dict[int, int]:

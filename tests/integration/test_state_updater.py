@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from models.state import JourneyState
 from service.errors import StoreUnavailable
 from service.learning import live_scorer
 from service.metrics import ModelMetrics
-from service.store import JourneyStore, Write
+from service.store import JourneyStore, Stored, Write
 from tests.integration.conftest import Worker
 from tests.support import (
     expected_states,
@@ -280,3 +281,98 @@ async def test_lags_from_event_time_and_to_refreshed_scores_are_observed_per_par
     scored = worker.sample("parcours_event_score_lag_seconds_count")
     assert scored == len({r.partition for r in later})
     assert worker.sample("parcours_event_score_lag_seconds_sum") < 600  # just produced
+
+
+def _in_batches(records: list, count: int) -> list[list]:
+    """`count` batches as polls deliver them: each takes the next slice of every partition's
+    records, so consecutive batches hold the same customers."""
+    by_partition: dict[int, list] = {}
+    for record in records:
+        by_partition.setdefault(record.partition, []).append(record)
+    batches: list[list] = [[] for _ in range(count)]
+    for part in by_partition.values():
+        size = -(-len(part) // count)
+        for i in range(count):
+            batches[i] += part[i * size : (i + 1) * size]
+    return batches
+
+
+@pytest.mark.parametrize("chunk_records", [500, 7])
+async def test_batches_begun_before_the_last_is_durable_equal_the_pure_fold(
+    worker: Worker, chunk_records: int
+) -> None:
+    # Each batch is taken on before the one before it is written: it starts from the
+    # journeys that batch wrote (not reloaded), and its writes wait for that batch's.
+    records = await _records(worker, keyed(journey_stream(customers=15, events=600, seed=8)))
+    loads: list[int] = []
+
+    class Counting(JourneyStore):
+        async def load_many(self, customers: Sequence[str], **kwargs: bool) -> list[Stored]:
+            loads.append(len(customers))
+            return await super().load_many(customers, **kwargs)
+
+    updater = worker.updater(store=worker.store_as(Counting), chunk_records=chunk_records)
+    dones = [await updater.begin(batch) for batch in _in_batches(records, 6)]
+    await asyncio.gather(*dones)
+
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    assert sum(loads) == len(expected), "a journey the batch before wrote is not reloaded"
+
+
+async def test_a_failed_batch_fails_the_batch_begun_after_it_and_both_replay_to_one_fold(
+    worker: Worker,
+) -> None:
+    records = await _records(worker, keyed(journey_stream(customers=12, events=300, seed=9)))
+    first, second = _in_batches(records, 2)
+    saves: list[int] = []
+
+    class Failing(JourneyStore):
+        async def save_many(self, writes: Sequence[Write]) -> list[int]:
+            saves.append(len(writes))
+            if len(saves) == 2:
+                raise StoreUnavailable("Redis went away")
+            return await super().save_many(writes)
+
+    updater = worker.updater(store=worker.store_as(Failing), chunk_records=40)
+    done_first = await updater.begin(first)
+    done_second = await updater.begin(second)
+    with pytest.raises(StoreUnavailable):
+        await done_first
+    with pytest.raises(StoreUnavailable):
+        await done_second
+    assert len(saves) == 2, "nothing is written after the failed write, in either batch"
+
+    updater.reset()  # the runner's rewind: both batches are delivered again
+    await asyncio.gather(*[await updater.begin(batch) for batch in (first, second)])
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+
+
+async def test_journeys_that_changed_under_a_batch_are_reloaded_by_the_batch_after_it(
+    worker: Worker,
+) -> None:
+    # The zombie race across batches: the new owner writes every journey before the zombie's
+    # first write. The zombie's second batch, begun meanwhile from its own view of the first
+    # batch's journeys, must not write that view (its revisions may even match the owner's):
+    # it reloads those journeys and refolds its events onto the owner's.
+    records = await _records(worker, keyed(journey_stream(customers=8, events=240, seed=10)))
+    seen_by_zombie = [r for r in records if r.offset < 25]
+    first, second = _in_batches(seen_by_zombie, 2)
+    owner = worker.updater()
+
+    class Racing(JourneyStore):
+        raced = False
+
+        async def save_many(self, writes: Sequence[Write]) -> list[int]:
+            if not self.raced:
+                self.raced = True
+                await owner.handle(records)
+            return await super().save_many(writes)
+
+    zombie = worker.updater(store=worker.store_as(Racing), chunk_records=3)
+    await asyncio.gather(*[await zombie.begin(batch) for batch in (first, second)])
+
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    assert worker.sample("parcours_store_write_conflicts_total") > 0, "the writers raced"
