@@ -247,9 +247,9 @@ class BatchRunner:
                 self._handler.reset()
             return self._retry_delay(exc, tail.batch)
         self._backoff.reset()
+        await self._commit(tail.batch)
         self._metrics.batch_size.observe(sum(len(r) for r in tail.batch.values()))
         self._metrics.batch_seconds.observe(time.perf_counter() - tail.started)
-        await self._commit(tail.batch)
         return 0.0
 
     def _retry_delay(self, exc: ParcoursError, batch: Batch) -> float:

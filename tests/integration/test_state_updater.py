@@ -10,15 +10,18 @@ from collections.abc import Sequence
 import orjson
 import pytest
 
+from consumers.runner import Backoff, BatchRunner
 from models.events import Event, EventDecoder
 from models.fold import Fold, Position
 from models.state import JourneyState
+from service.bus import make_consumer
 from service.errors import StoreUnavailable
 from service.learning import live_scorer
 from service.metrics import ModelMetrics
 from service.store import JourneyStore, Stored, Write
 from tests.integration.conftest import Worker
 from tests.support import (
+    committed,
     expected_states,
     journey_stream,
     keyed,
@@ -26,6 +29,7 @@ from tests.support import (
     read_records,
     read_until_quiet,
     stored_states,
+    wait_until,
 )
 
 
@@ -376,3 +380,54 @@ async def test_journeys_that_changed_under_a_batch_are_reloaded_by_the_batch_aft
     expected = expected_states(worker.fold, records)
     assert await _stored(worker, list(expected)) == expected
     assert worker.sample("parcours_store_write_conflicts_total") > 0, "the writers raced"
+
+
+async def test_runner_rewinds_both_batches_in_play_when_the_older_fails(worker: Worker) -> None:
+    # Small batches, so a batch is taken on while the one before is written; about 50 records
+    # per partition against batches of 60, so consecutive batches hold different partitions.
+    # The store fails once, mid-stream. The runner must rewind the failed batch and the one
+    # begun after it (its writes waited for the failed ones), the older last, retry, commit
+    # everything, and apply each event exactly once.
+    kafka = worker.settings.kafka
+    bootstrap, topic = kafka.bootstrap or "", kafka.events_topic
+    ends = await produce(bootstrap, topic, keyed(journey_stream(customers=30, events=200, seed=12)))
+    saves: list[int] = []
+
+    class FailingOnce(JourneyStore):
+        async def save_many(self, writes: Sequence[Write]) -> list[int]:
+            saves.append(len(writes))
+            if len(saves) == 6:
+                raise StoreUnavailable("Redis went away")
+            return await super().save_many(writes)
+
+    updater = worker.updater(store=worker.store_as(FailingOnce), chunk_records=20)
+    consumer = make_consumer(kafka.model_copy(update={"max_batch": 60}), topic, group_id="rw")
+    runner = BatchRunner(consumer, updater, worker.metrics, max_batch=60,
+                         backoff=Backoff(0.01, 0.05))  # fmt: skip
+    consumer.subscribe([topic], listener=runner.listener())
+    await consumer.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        partitions = kafka.partitions
+        await wait_until(
+            lambda: _committed_all(bootstrap, "rw", topic, partitions, ends), timeout_s=60
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await consumer.stop()
+
+    records = await read_records(bootstrap, topic, ends)
+    expected = expected_states(worker.fold, records)
+    assert await _stored(worker, list(expected)) == expected
+    assert len(saves) > 6, "the store failed once and the batches were retried"
+    retried = worker.sample("parcours_consumer_retries_total", reason="StoreUnavailable")
+    assert retried == 1
+
+
+async def _committed_all(
+    bootstrap: str, group: str, topic: str, partitions: int, ends: dict[int, int]
+) -> bool:
+    done = await committed(bootstrap, group, topic, partitions)
+    return done == {p: ends.get(p, 0) for p in range(partitions)}
