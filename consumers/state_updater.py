@@ -5,7 +5,8 @@ trip, fold each customer's events in log order a chunk at a time, write each chu
 journeys in one atomic compare-and-set call (while the next chunk is folded), and retry only
 the journeys another writer changed meanwhile. The fold skips events already applied, so a
 redelivered batch, a client retry or a zombie writer after a rebalance cannot apply an event
-twice. The caller commits offsets after `handle` returns.
+twice. The caller commits offsets after `handle` returns, or, with `begin`, once what it
+returned completes (the runner takes on the next batch meanwhile).
 
 With `Labelling`, each customer's label book is read and written in the same round trips
 and atomic write as the journey, and the batch ends with a watermark sweep. With
