@@ -248,7 +248,8 @@ class StateUpdater:
                 c: self._fold_customer(loaded_again, events_of[c])
                 for c, loaded_again in zip(pending, again, strict=True)
             }
-            conflicted = await self._write(self._prepare(attempt), None)
+            prepared = self._prepare(attempt)
+            conflicted = await self._write(prepared, None, self._side_writes(prepared, None))
             folded.append(attempt)
             pending = [c for c in pending if c in conflicted]
         if pending:
@@ -286,22 +287,19 @@ class StateUpdater:
         self,
         prepared: _Prepared,
         after: Awaitable[set[str]] | None,
-        side: Awaitable[None] | None = None,
+        side: Awaitable[None],
     ) -> set[str]:
         """Once the journey write `after` is done (raising what it raised) and this chunk's
-        side writes `side` are (made here when None), write its journeys; returns the
-        customers whose journey changed under this writer, in this chunk or one before
-        (whose later chunks are then not written).
+        side writes `side` are, write its journeys; returns the customers whose journey
+        changed under this writer, in this chunk or one before (whose later chunks are then
+        not written).
 
         The side writes of the next chunk may run meanwhile: they are repeatable and
         fenced, so a journey write failing after them only means they are repeated, as
         no-ops, when the batch is redelivered."""
         conflicted = set(await after) if after is not None else set()
         writes = [w for w in prepared.writes if w.customer_id not in conflicted]
-        if side is None:
-            await self._before_writing(prepared.results, prepared.triggers)
-        else:
-            await side
+        await side
         lost = {writes[i].customer_id for i in await self._store.save_many(writes)}
         self._metrics.write_conflicts.inc(len(lost))
         return conflicted | lost

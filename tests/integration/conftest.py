@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,13 +21,14 @@ from consumers.triggering import Triggering
 from models.fold import Fold
 from models.trigger_rules import Caps
 from service.bus import ensure_parcours_topics, make_producer
+from service.errors import StoreUnavailable
 from service.experiments import ExperimentBook, ExperimentStore
 from service.journey import build_decoder, build_fold
 from service.learning import build_labeler
 from service.metrics import ConsumerMetrics
 from service.scoring import LiveScorer
 from service.settings import Settings
-from service.store import JourneyStore, connect_redis, journey_store
+from service.store import JourneyStore, Write, connect_redis, journey_store
 
 S = TypeVar("S", bound=JourneyStore)
 
@@ -46,6 +47,36 @@ class Worker:
         on the worker's Redis and key space."""
         redis = self.settings.redis
         return kind(self.redis, prefix=redis.key_prefix, ttl_ms=60_000, shards=redis.journey_shards)
+
+    def saving_store(self, *, fail_at: int | None = None) -> tuple[JourneyStore, list[int]]:
+        """A journey store that records the size of each journey write call, and whose call
+        number `fail_at` (from 1) raises `StoreUnavailable`, as if Redis went away; and the
+        list of sizes."""
+        saves: list[int] = []
+
+        class Saving(JourneyStore):
+            async def save_many(self, writes: Sequence[Write]) -> list[int]:
+                saves.append(len(writes))
+                if len(saves) == fail_at:
+                    raise StoreUnavailable("Redis went away")
+                return await super().save_many(writes)
+
+        return self.store_as(Saving), saves
+
+    def racing_store(self, other_writer: Callable[[], Awaitable[None]]) -> JourneyStore:
+        """A journey store that lets `other_writer` run just before its own first write: a
+        zombie racing the new owner of its partitions."""
+
+        class Racing(JourneyStore):
+            raced = False
+
+            async def save_many(self, writes: Sequence[Write]) -> list[int]:
+                if not self.raced:
+                    self.raced = True
+                    await other_writer()
+                return await super().save_many(writes)
+
+        return self.store_as(Racing)
 
     def updater(
         self,

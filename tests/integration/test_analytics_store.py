@@ -107,17 +107,7 @@ async def test_zombie_writer_and_new_owner_count_each_event_once(worker: Worker)
     records = await _records(worker, _stream())
     seen_by_zombie = [r for r in records if r.offset < 20]
     owner = worker.updater(analytics=worker.analytics())
-
-    class Racing(JourneyStore):
-        raced = False
-
-        async def save_many(self, writes: Sequence[Write]) -> list[int]:
-            if not self.raced:
-                self.raced = True
-                await owner.handle(records)
-            return await super().save_many(writes)
-
-    racing = worker.store_as(Racing)
+    racing = worker.racing_store(lambda: owner.handle(records))
 
     await worker.updater(store=racing, analytics=worker.analytics()).handle(seen_by_zombie)
 
@@ -309,7 +299,6 @@ async def test_failed_analytics_call_stops_later_chunks_and_replays_to_the_oracl
     # chunk's facts, which would then be lost) and its own chunk's journey write.
     records = await _records(worker, _stream())
     calls: list[int] = []
-    saves: list[int] = []
 
     class Failing(AnalyticsRecording):
         async def record(self, customers: Iterable[tuple[str, list[Fact]]]) -> None:
@@ -318,14 +307,10 @@ async def test_failed_analytics_call_stops_later_chunks_and_replays_to_the_oracl
                 raise StoreUnavailable("Redis went away")
             await super().record(customers)
 
-    class Counting(JourneyStore):
-        async def save_many(self, writes: Sequence[Write]) -> list[int]:
-            saves.append(len(writes))
-            return await super().save_many(writes)
-
+    counting, saves = worker.saving_store()
     chunk = len(records) // 5
     failing = worker.updater(
-        store=worker.store_as(Counting), analytics=worker.analytics(Failing), chunk_records=chunk
+        store=counting, analytics=worker.analytics(Failing), chunk_records=chunk
     )
     with pytest.raises(StoreUnavailable):
         await failing.handle(records)

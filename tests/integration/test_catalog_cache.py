@@ -10,7 +10,7 @@ from redis.exceptions import ResponseError
 
 from models.catalog import CatalogUpdate
 from models.recommend import accessories_from, seeds_of
-from service.catalog import CatalogRead
+from service.catalog import CatalogRead, CatalogStore
 from service.catalog_cache import CatalogCache
 from tests.integration.catalog_fixtures import (
     CATEGORIES,
@@ -116,17 +116,26 @@ def _later(updates: list[CatalogUpdate], by_ms: int) -> list[CatalogUpdate]:
     ]
 
 
-async def test_stale_entries_are_served_at_once_and_refetched_together_in_the_background(
-    catalog: Catalogs,
-) -> None:
+async def _serving_stale(
+    catalog: Catalogs, rng: random.Random, carts: int
+) -> tuple[CatalogStore, Clock, CatalogCache]:
+    """A catalog learned from `carts` random carts, and a cache of it on a test clock: fresh
+    for 5 s, then served stale for 60 s more."""
     store, _ = catalog.pair()
-    rng = random.Random(4)
-    await store.learn(update_stream(rng, carts=20, span_ms=DAY))
+    await store.learn(update_stream(rng, carts=carts, span_ms=DAY))
     clock = Clock()
     cache = CatalogCache(
         store, ttl_s=5, stale_s=60, max_entries=100, per_seed=5, min_support=0.0,
         trending=5, clock=clock,
     )  # fmt: skip
+    return store, clock, cache
+
+
+async def test_stale_entries_are_served_at_once_and_refetched_together_in_the_background(
+    catalog: Catalogs,
+) -> None:
+    rng = random.Random(4)
+    store, clock, cache = await _serving_stale(catalog, rng, carts=20)
     items = ["sku:1", "sku:4", "sku:5"]
     first = await cache.fetch(items, [None])
     first_clock = cache.clock_ms
@@ -150,14 +159,8 @@ async def test_stale_entries_are_served_at_once_and_refetched_together_in_the_ba
 async def test_a_missing_entry_is_fetched_before_answering_with_the_stale_ones_riding_along(
     catalog: Catalogs,
 ) -> None:
-    store, _ = catalog.pair()
     rng = random.Random(5)
-    await store.learn(update_stream(rng, carts=20, span_ms=DAY))
-    clock = Clock()
-    cache = CatalogCache(
-        store, ttl_s=5, stale_s=60, max_entries=100, per_seed=5, min_support=0.0,
-        trending=5, clock=clock,
-    )  # fmt: skip
+    store, clock, cache = await _serving_stale(catalog, rng, carts=20)
     await cache.fetch(["sku:1"], [None])
     await store.learn(_later(update_stream(rng, carts=20, span_ms=DAY), 2 * DAY))
     now = await store.neighbourhood(
@@ -183,13 +186,7 @@ async def test_a_missing_entry_is_fetched_before_answering_with_the_stale_ones_r
 async def test_a_failed_background_refetch_keeps_serving_until_the_entry_expires(
     catalog: Catalogs, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store, _ = catalog.pair()
-    await store.learn(update_stream(random.Random(9), carts=10, span_ms=DAY))
-    clock = Clock()
-    cache = CatalogCache(
-        store, ttl_s=5, stale_s=60, max_entries=100, per_seed=5, min_support=0.0,
-        trending=5, clock=clock,
-    )  # fmt: skip
+    _, clock, cache = await _serving_stale(catalog, random.Random(9), carts=10)
     first = await cache.fetch(["sku:1"], [])
     key = f"{catalog.prefix}:{{catalog}}:pairs:sku:1"
     await catalog.redis.rename(key, f"{key}:kept")

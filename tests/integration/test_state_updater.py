@@ -18,7 +18,7 @@ from service.bus import make_consumer
 from service.errors import StoreUnavailable
 from service.learning import live_scorer
 from service.metrics import ModelMetrics
-from service.store import JourneyStore, Stored, Write
+from service.store import JourneyStore, Stored
 from tests.integration.conftest import Worker
 from tests.support import (
     committed,
@@ -80,16 +80,7 @@ async def test_failed_chunk_write_stops_the_chunks_after_it_and_replays_to_one_f
     worker: Worker,
 ) -> None:
     records = await _records(worker, keyed(journey_stream(customers=12, events=200, seed=5)))
-    saves: list[int] = []
-
-    class Failing(JourneyStore):
-        async def save_many(self, writes: Sequence[Write]) -> list[int]:
-            saves.append(len(writes))
-            if len(saves) == 2:
-                raise StoreUnavailable("Redis went away")
-            return await super().save_many(writes)
-
-    failing = worker.store_as(Failing)
+    failing, saves = worker.saving_store(fail_at=2)
 
     with pytest.raises(StoreUnavailable):
         await worker.updater(store=failing, chunk_records=20).handle(records)
@@ -229,18 +220,7 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(
     # the zombie's next chunk expects: that chunk must not be written either.
     records = await _records(worker, keyed(journey_stream(customers=8, events=180)))
     seen_by_zombie = [r for r in records if r.offset < 20]
-    owner = worker.updater()
-
-    class Racing(JourneyStore):
-        raced = False
-
-        async def save_many(self, writes: Sequence[Write]) -> list[int]:
-            if not self.raced:
-                self.raced = True
-                await owner.handle(records)
-            return await super().save_many(writes)
-
-    racing = worker.store_as(Racing)
+    racing = worker.racing_store(lambda: worker.updater().handle(records))
 
     await worker.updater(store=racing, chunk_records=chunk_records).handle(seen_by_zombie)
 
@@ -329,16 +309,8 @@ async def test_a_failed_batch_fails_the_batch_begun_after_it_and_both_replay_to_
 ) -> None:
     records = await _records(worker, keyed(journey_stream(customers=12, events=300, seed=9)))
     first, second = _in_batches(records, 2)
-    saves: list[int] = []
-
-    class Failing(JourneyStore):
-        async def save_many(self, writes: Sequence[Write]) -> list[int]:
-            saves.append(len(writes))
-            if len(saves) == 2:
-                raise StoreUnavailable("Redis went away")
-            return await super().save_many(writes)
-
-    updater = worker.updater(store=worker.store_as(Failing), chunk_records=40)
+    failing, saves = worker.saving_store(fail_at=2)
+    updater = worker.updater(store=failing, chunk_records=40)
     done_first = await updater.begin(first)
     done_second = await updater.begin(second)
     with pytest.raises(StoreUnavailable):
@@ -363,18 +335,8 @@ async def test_journeys_that_changed_under_a_batch_are_reloaded_by_the_batch_aft
     records = await _records(worker, keyed(journey_stream(customers=8, events=240, seed=10)))
     seen_by_zombie = [r for r in records if r.offset < 25]
     first, second = _in_batches(seen_by_zombie, 2)
-    owner = worker.updater()
-
-    class Racing(JourneyStore):
-        raced = False
-
-        async def save_many(self, writes: Sequence[Write]) -> list[int]:
-            if not self.raced:
-                self.raced = True
-                await owner.handle(records)
-            return await super().save_many(writes)
-
-    zombie = worker.updater(store=worker.store_as(Racing), chunk_records=3)
+    racing = worker.racing_store(lambda: worker.updater().handle(records))
+    zombie = worker.updater(store=racing, chunk_records=3)
     await asyncio.gather(*[await zombie.begin(batch) for batch in (first, second)])
 
     expected = expected_states(worker.fold, records)
@@ -391,16 +353,8 @@ async def test_runner_rewinds_both_batches_in_play_when_the_older_fails(worker: 
     kafka = worker.settings.kafka
     bootstrap, topic = kafka.bootstrap or "", kafka.events_topic
     ends = await produce(bootstrap, topic, keyed(journey_stream(customers=30, events=200, seed=12)))
-    saves: list[int] = []
-
-    class FailingOnce(JourneyStore):
-        async def save_many(self, writes: Sequence[Write]) -> list[int]:
-            saves.append(len(writes))
-            if len(saves) == 6:
-                raise StoreUnavailable("Redis went away")
-            return await super().save_many(writes)
-
-    updater = worker.updater(store=worker.store_as(FailingOnce), chunk_records=20)
+    failing, saves = worker.saving_store(fail_at=6)
+    updater = worker.updater(store=failing, chunk_records=20)
     consumer = make_consumer(kafka.model_copy(update={"max_batch": 60}), topic, group_id="rw")
     runner = BatchRunner(consumer, updater, worker.metrics, max_batch=60,
                          backoff=Backoff(0.01, 0.05))  # fmt: skip
