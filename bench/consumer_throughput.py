@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import signal
 import statistics
@@ -261,6 +262,7 @@ async def parcours_run(
     )
     spy = None
     if profile:
+        os.makedirs(profile, exist_ok=True)
         out = f"{profile}/consume-{'models' if models else 'state'}-{tag}.txt"
         spy = await asyncio.create_subprocess_exec(
             "py-spy",

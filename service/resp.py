@@ -3,15 +3,19 @@
 A consumer batch is one script call with ~16,000 arguments (keys, revisions, journeys, label
 books). redis-py's pure-Python packer costs microseconds per argument, and hiredis's packer
 copies every argument twice and is preceded by a per-argument Python pass; two appends per
-argument and one join measured half the time of the latter on such a call.
+argument and one join measured half the time of the latter on such a call, and formatting a
+short argument with its header in one piece a further third less.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Connection
+
+_COPY_LIMIT: Final = 1024
+"""Arguments shorter than this are formatted with their header in one piece (copied twice)."""
 
 
 def pack_command(
@@ -39,9 +43,13 @@ def pack_command(
                 arg = arg.encode()
             else:
                 arg = encode(arg)
-        append(b"$%d\r\n" % len(arg))
-        append(arg)
-        append(b"\r\n")
+        size = len(arg)
+        if size < _COPY_LIMIT:  # one formatted piece: cheaper than three for short values
+            append(b"$%d\r\n%b\r\n" % (size, arg))
+        else:  # a journey's kilobytes are copied once, by the join
+            append(b"$%d\r\n" % size)
+            append(arg)
+            append(b"\r\n")
     return b"".join(out)
 
 
