@@ -28,7 +28,8 @@ from service.learning import build_labeler
 from service.metrics import ConsumerMetrics
 from service.scoring import LiveScorer
 from service.settings import Settings
-from service.store import JourneyStore, Write, connect_redis, journey_store
+from service.store import JourneyStore, Stored, Write, connect_redis, journey_store
+from tests.support import Record, produce, read_records
 
 S = TypeVar("S", bound=JourneyStore)
 
@@ -41,6 +42,12 @@ class Worker:
     fold: Fold
     producer: AIOKafkaProducer
     metrics: ConsumerMetrics
+
+    async def records(self, messages: Sequence[tuple[bytes | None, bytes | None]]) -> list[Record]:
+        """`messages` produced to the events topic and read back as the consumer gets them."""
+        kafka = self.settings.kafka
+        ends = await produce(kafka.bootstrap or "", kafka.events_topic, messages)
+        return await read_records(kafka.bootstrap or "", kafka.events_topic, ends)
 
     def store_as(self, kind: type[S]) -> S:
         """A journey store of a `JourneyStore` subclass (one that fails or races on purpose),
@@ -62,6 +69,19 @@ class Worker:
                 return await super().save_many(writes)
 
         return self.store_as(Saving), saves
+
+    def loading_store(self) -> tuple[JourneyStore, list[list[str]]]:
+        """A journey store that records the customers of each read call; and the list of them."""
+        loads: list[list[str]] = []
+
+        class Loading(JourneyStore):
+            async def load_many(
+                self, customer_ids: Sequence[str], *, with_labels: bool = False
+            ) -> list[Stored]:
+                loads.append(list(customer_ids))
+                return await super().load_many(customer_ids, with_labels=with_labels)
+
+        return self.store_as(Loading), loads
 
     def racing_store(self, other_writer: Callable[[], Awaitable[None]]) -> JourneyStore:
         """A journey store that lets `other_writer` run just before its own first write: a
@@ -88,6 +108,7 @@ class Worker:
         analytics: AnalyticsRecording | None = None,
         experimenting: Experimenting | None = None,
         chunk_records: int = 500,
+        known_journeys: int = 50_000,
     ) -> StateUpdater:
         fold = fold or self.fold
         sink = DeadLetterSink(
@@ -103,6 +124,7 @@ class Worker:
             sink,
             self.metrics,
             chunk_records=chunk_records,
+            known_journeys=known_journeys,
             labelling=labelling,
             triggering=triggering,
             analytics=analytics,

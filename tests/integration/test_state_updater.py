@@ -18,7 +18,7 @@ from service.bus import make_consumer
 from service.errors import StoreUnavailable
 from service.learning import live_scorer
 from service.metrics import ModelMetrics
-from service.store import JourneyStore, Stored
+from service.store import JourneyStore
 from tests.integration.conftest import Worker
 from tests.support import (
     committed,
@@ -34,9 +34,7 @@ from tests.support import (
 
 
 async def _records(worker: Worker, messages: Sequence[tuple[bytes | None, bytes | None]]) -> list:
-    topic = worker.settings.kafka.events_topic
-    ends = await produce(worker.settings.kafka.bootstrap or "", topic, messages)
-    return await read_records(worker.settings.kafka.bootstrap or "", topic, ends)
+    return await worker.records(messages)
 
 
 async def _stored(worker: Worker, customers: Sequence[str]) -> dict[str, JourneyState | None]:
@@ -232,7 +230,7 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(
 
 async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -> None:
     records = await _records(worker, keyed(journey_stream(customers=2, events=4)))
-    from service.store import JourneyStore, connect_redis
+    from service.store import connect_redis
 
     dead = connect_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.5, max_connections=2)
     store = JourneyStore(dead, prefix="x", ttl_ms=86_400_000, shards=1)
@@ -288,20 +286,14 @@ async def test_batches_begun_before_the_last_is_durable_equal_the_pure_fold(
     # Each batch is taken on before the one before it is written: it starts from the
     # journeys that batch wrote (not reloaded), and its writes wait for that batch's.
     records = await _records(worker, keyed(journey_stream(customers=15, events=600, seed=8)))
-    loads: list[int] = []
-
-    class Counting(JourneyStore):
-        async def load_many(self, customers: Sequence[str], **kwargs: bool) -> list[Stored]:
-            loads.append(len(customers))
-            return await super().load_many(customers, **kwargs)
-
-    updater = worker.updater(store=worker.store_as(Counting), chunk_records=chunk_records)
+    loading, loads = worker.loading_store()
+    updater = worker.updater(store=loading, chunk_records=chunk_records)
     dones = [await updater.begin(batch) for batch in _in_batches(records, 6)]
     await asyncio.gather(*dones)
 
     expected = expected_states(worker.fold, records)
     assert await _stored(worker, list(expected)) == expected
-    assert sum(loads) == len(expected), "a journey the batch before wrote is not reloaded"
+    assert sum(map(len, loads)) == len(expected), "a journey the batch before wrote is not reloaded"
 
 
 async def test_a_failed_batch_fails_the_batch_begun_after_it_and_both_replay_to_one_fold(
