@@ -72,17 +72,23 @@ local function uncount_cart(base, member)
   return before
 end
 """
-"""Shared by the save scripts' gauge upkeep and the erase script."""
+"""Used by the erase script (the save scripts sum their writes' changes first)."""
 
 _GAUGES: Final = """
 local function gauges(g, written)
   -- ARGV from g: per entry the write's index, customer, tag base, stage, stage left (''),
   -- cart value and value at risk (hundredths); applied only where the write went through.
-  -- (0 - n, not -n: Lua prints -0 for a zero, which HINCRBY refuses.)
+  -- The carts' totals move once per tag and call, by the sum of its writes' changes.
   local expires = '+inf'
   if ttl ~= '0' then
     local t = redis.call('TIME')
     expires = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ttl))
+  end
+  local moved = {}  -- tag base -> {carts, cents, risk} to add to its totals
+  local function move(base, carts, cents, risk)
+    local m = moved[base]
+    if not m then m = {0, 0, 0}; moved[base] = m end
+    m[1], m[2], m[3] = m[1] + carts, m[2] + cents, m[3] + risk
   end
   for j = g, #ARGV, 7 do
     if written[tonumber(ARGV[j])] then
@@ -92,17 +98,27 @@ local function gauges(g, written)
         redis.call('ZREM', base .. 'in:' .. left, member)
       end
       redis.call('ZADD', base .. 'in:' .. stage, expires, member)
-      local values, totals = base .. 'cartv', base .. 'totals'
-      local before = uncount_cart(base, member)
+      local values = base .. 'cartv'
+      local before = redis.call('HGET', values, member)
+      if before then
+        local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
+        move(base, -1, 0 - tonumber(c), 0 - tonumber(r))
+      end
       if cents ~= '0' then
         redis.call('HSET', values, member, cents .. ' ' .. risk)
         redis.call('ZADD', base .. 'carts', expires, member)
-        redis.call('HINCRBY', totals, 'carts', 1)
-        redis.call('HINCRBY', totals, 'cents', cents)
-        redis.call('HINCRBY', totals, 'risk', risk)
+        move(base, 1, tonumber(cents), tonumber(risk))
       elseif before then
         redis.call('HDEL', values, member)
         redis.call('ZREM', base .. 'carts', member)
+      end
+    end
+  end
+  for base, m in pairs(moved) do
+    local totals = base .. 'totals'
+    for k, field in ipairs({'carts', 'cents', 'risk'}) do
+      if m[k] ~= 0 then  -- (nothing to add; a negated zero would print as -0)
+        redis.call('HINCRBY', totals, field, string.format('%.0f', m[k]))
       end
     end
   end
@@ -142,7 +158,6 @@ return out
 
 _SAVE: Final = (
     _PUT
-    + _UNCOUNT_CART
     + _GAUGES
     + """
 local conflicts, written = {}, {}
@@ -162,7 +177,6 @@ return conflicts
 
 _SAVE_WITH_LABELS: Final = (
     _PUT
-    + _UNCOUNT_CART
     + _GAUGES
     + """
 local conflicts, written = {}, {}
