@@ -30,7 +30,6 @@ from consumers.analytics_recording import AnalyticsRecording
 from consumers.catalog_learning import CatalogLearning
 from consumers.deadletter import DeadLetter, DeadLetterSink
 from consumers.experimenting import Experimenting
-from consumers.journey_views import KnownJourneys, View
 from consumers.labelling import Labelling
 from consumers.triggering import Triggering
 from models.analytics import Fact
@@ -42,7 +41,7 @@ from models.gauges import journey_gauge
 from models.labels import LabelBook, Sample
 from models.predictions import Point
 from models.recommend import action_type_of
-from models.state import CartItem, JourneyState, encode_state
+from models.state import CartItem, JourneyState, decode_state, encode_state
 from models.triggers import Trigger
 from service.errors import WriteConflict
 from service.logs import at_record
@@ -111,7 +110,6 @@ class StateUpdater:
         triggering: Triggering | None = None,
         analytics: AnalyticsRecording | None = None,
         experimenting: Experimenting | None = None,
-        known_journeys: int = 50_000,
     ) -> None:
         self._store = store
         self._decoder = decoder
@@ -126,26 +124,20 @@ class StateUpdater:
         self._triggering = triggering
         self._analytics = analytics
         self._experimenting = experimenting if labelling is not None else None
-        self._carried: dict[str, View] = {}  # the journeys of the batch before, as written
-        self._known = KnownJourneys(known_journeys)  # the states finished batches wrote
+        self._carried: dict[str, Stored] = {}  # the journeys of the batch before, as written
         self._last_side: asyncio.Future[None] | None = None
         self._done: asyncio.Future[set[str]] | None = None
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Make the batch's effect durable in Redis (and the dead-letter topic), or raise.
 
-        The next batch starts from Redis (folding onto the states this one wrote where Redis
-        still holds them unchanged: see `KnownJourneys`); see `begin` for folding a batch
-        while the one before is still being written.
+        The next batch starts from Redis: see `begin` for folding a batch while the one
+        before is still being written.
         """
         try:
             await (await self.begin(records))
-        except BaseException:
+        finally:
             self.reset()
-            raise
-        self._carried = {}
-        self._last_side = None
-        self._done = None
 
     async def begin(self, records: Sequence[Record]) -> Awaitable[set[str]]:
         """Fold the batch and start its writes; returns what completes once its effect is
@@ -174,19 +166,11 @@ class StateUpdater:
         if self._experimenting is not None:
             await self._experimenting.refresh()
         customers = list(dict.fromkeys(c for chunk in chunks for c in chunk))
-        carried, known = self._carried, self._known
-        views = {c: carried[c] for c in customers if c in carried}
+        carried = self._carried
         wanted = [c for c in customers if c not in carried]
         loaded = await self._store.load_many(wanted, with_labels=with_labels)
-        kept = decoded = 0
-        for customer, stored in zip(wanted, loaded, strict=True):
-            views[customer] = view = known.view(customer, stored)
-            if view.decoded is not None:
-                kept += 1
-            elif stored.state is not None:
-                decoded += 1
-        self._metrics.journeys_read.labels("kept").inc(kept)
-        self._metrics.journeys_read.labels("decoded").inc(decoded)
+        stored = {c: carried[c] for c in customers if c in carried}
+        stored.update(zip(wanted, loaded, strict=True))
         previous = self._done
         folded: list[dict[str, _Folded]] = []
         sides: list[asyncio.Future[None]] = []
@@ -198,13 +182,12 @@ class StateUpdater:
             for chunk in chunks:
                 attempt: dict[str, _Folded] = {}
                 for i, (customer, items) in enumerate(chunk.items()):
-                    attempt[customer] = self._fold_customer(views[customer], items)
+                    attempt[customer] = self._fold_customer(stored[customer], items)
                     if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                         await asyncio.sleep(0)  # let the writes before move through Redis
                 prepared = self._prepare(attempt)
                 for write in prepared.writes:
-                    customer = write.customer_id
-                    views[customer] = _as_written(views[customer], write, attempt[customer])
+                    stored[write.customer_id] = _as_written(stored[write.customer_id], write)
                 last_side = asyncio.ensure_future(self._side_writes(prepared, last_side))
                 sides.append(last_side)
                 after = writing[-1] if writing else None
@@ -214,20 +197,18 @@ class StateUpdater:
         except BaseException:
             await asyncio.gather(*sides, *writing, return_exceptions=True)
             raise
-        self._carried = views
+        self._carried = {c: stored[c] for c in customers}
         self._last_side = last_side
         done = asyncio.ensure_future(
-            self._finish(chunks, letters, folded, sides, writing, with_labels, views)
+            self._finish(chunks, letters, folded, sides, writing, with_labels)
         )
         self._done = done
         return done
 
     def reset(self) -> None:
-        """Forget the batch in flight and the states finished batches wrote: the next batch
-        loads and decodes every journey from Redis and its writes wait for nothing (after a
-        failure or a rebalance)."""
+        """Forget the batch in flight: the next batch loads every journey from Redis and its
+        writes wait for nothing (after a failure, a rebalance, or a batch handled whole)."""
         self._carried = {}
-        self._known.clear()
         self._last_side = None
         self._done = None
 
@@ -239,12 +220,10 @@ class StateUpdater:
         sides: list[asyncio.Future[None]],
         writing: list[asyncio.Future[set[str]]],
         with_labels: bool,
-        views: dict[str, View],
     ) -> set[str]:
         """Once the chunks are written, retry the journeys that changed under this writer,
         then dead letters, deadlines and metrics; returns every customer whose journey changed
-        under this writer in this batch (the next batch must not trust its own view of them).
-        The states the batch wrote are kept for later batches."""
+        under this writer in this batch (the next batch must not trust its own view of them)."""
         await asyncio.gather(*sides, return_exceptions=True)
         outcomes = await asyncio.gather(*writing, return_exceptions=True)
         pending: list[str] = []
@@ -266,7 +245,7 @@ class StateUpdater:
                     attempt.pop(customer, None)
             again = await self._store.load_many(pending, with_labels=with_labels)
             attempt = {
-                c: self._fold_customer(View(loaded_again), events_of[c])
+                c: self._fold_customer(loaded_again, events_of[c])
                 for c, loaded_again in zip(pending, again, strict=True)
             }
             prepared = self._prepare(attempt)
@@ -282,7 +261,6 @@ class StateUpdater:
         if self._labelling is not None:
             await self._labelling.sweep(_newest(results))
         self._record(results, letters)
-        self._known.remember(views.items())
         return changed
 
     def _prepare(self, attempt: dict[str, _Folded]) -> _Prepared:
@@ -413,12 +391,11 @@ class StateUpdater:
                 chunks.append(by_customer)
         return chunks, letters
 
-    def _fold_customer(self, view: View, items: list[tuple[Event, Record]]) -> _Folded:
-        """Apply in place on the view's state, which is ours alone once taken."""
-        stored = view.stored
+    def _fold_customer(self, stored: Stored, items: list[tuple[Event, Record]]) -> _Folded:
+        """Apply in place on a freshly decoded state; the decoded state is ours alone."""
         if stored.erased:  # nothing of theirs is kept, learned from or triggered on
             return _Folded(rev=stored.rev, erased=len(items))
-        result = _Folded(view.take(), rev=stored.rev)
+        result = _Folded(_decoded(stored), rev=stored.rev)
         result.stored_stage = result.state.stage if _begun(result.state) else None
         labelling, catalog, triggering = self._labelling, self._catalog, self._triggering
         analytics, experimenting = self._analytics, self._experimenting
@@ -500,7 +477,7 @@ class StateUpdater:
     def _rebuild(self, stored: Stored, applied: list[tuple[Event, Record]]) -> JourneyState | None:
         """The state before a failed event: the stored snapshot plus the events applied since."""
         return self._fold.fold(
-            View(stored).take(), ((e, Position(r.partition, r.offset)) for e, r in applied)
+            _decoded(stored), ((e, Position(r.partition, r.offset)) for e, r in applied)
         )
 
     def _record(self, folded: Iterable[_Folded], letters: list[DeadLetter]) -> None:
@@ -595,12 +572,14 @@ def _begun(state: JourneyState | None) -> TypeGuard[JourneyState]:
     return state is not None and state.events_applied > 0
 
 
-def _as_written(view: View, write: Write, result: _Folded) -> View:
-    """What loading the journey would give after `write`: where the next chunk starts. Its
-    decoded state is the one `write` encoded (no longer changed by this chunk)."""
-    stored = view.stored
+def _as_written(stored: Stored, write: Write) -> Stored:
+    """What loading the journey would give after `write`: where the next chunk starts."""
     labels = write.labels.book if write.labels is not None else stored.labels
-    return View(Stored(write.state, stored.rev + 1, labels), result.state)
+    return Stored(write.state, stored.rev + 1, labels)
+
+
+def _decoded(stored: Stored) -> JourneyState | None:
+    return decode_state(stored.state) if stored.state is not None else None
 
 
 def _error(exc: Exception) -> dict[str, object]:

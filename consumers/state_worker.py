@@ -92,7 +92,6 @@ async def run_state_consumer(
             metrics,
             max_conflict_retries=settings.consumer.max_conflict_retries,
             chunk_records=settings.consumer.chunk_records,
-            known_journeys=settings.consumer.known_journeys,
             labelling=labelling,
             catalog=catalog,
             triggering=triggering,

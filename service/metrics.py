@@ -117,12 +117,6 @@ class ConsumerMetrics(RunnerMetrics):
             "Valid events not applied on purpose (erased: the customer's erasure is held).",
             ["reason"], registry=registry,
         )  # fmt: skip
-        self.journeys_read = Counter(
-            "parcours_consumer_journeys_read_total",
-            "Stored journeys batches read: kept (unchanged since this consumer wrote them, so "
-            "it folded onto the state it kept; see PARCOURS_CONSUMER_KNOWN_JOURNEYS) or decoded.",
-            ["state"], registry=registry,
-        )  # fmt: skip
         self.dead_lettered = Counter(
             "parcours_events_dead_lettered_total", "Records sent to the dead-letter topic.",
             ["reason"], registry=registry,

@@ -125,13 +125,6 @@ class ConsumerSettings(_Group):
         description="a batch is folded in chunks of this many records, each written to Redis "
         "while the next is folded",
     )
-    known_journeys: int = Field(
-        default=50_000,
-        ge=0,
-        description="journeys this consumer wrote kept decoded in memory, so a later batch that "
-        "reads them unchanged need not decode them; about 5 KB each for a 1 KB journey; "
-        "0 keeps none",
-    )
 
 
 class ModelSettings(_Group):

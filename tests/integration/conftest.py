@@ -108,7 +108,6 @@ class Worker:
         analytics: AnalyticsRecording | None = None,
         experimenting: Experimenting | None = None,
         chunk_records: int = 500,
-        known_journeys: int = 50_000,
     ) -> StateUpdater:
         fold = fold or self.fold
         sink = DeadLetterSink(
@@ -124,7 +123,6 @@ class Worker:
             sink,
             self.metrics,
             chunk_records=chunk_records,
-            known_journeys=known_journeys,
             labelling=labelling,
             triggering=triggering,
             analytics=analytics,
