@@ -3,8 +3,8 @@
 A consumer batch is one script call with ~16,000 arguments (keys, revisions, journeys, label
 books). redis-py's pure-Python packer costs microseconds per argument, and hiredis's packer
 copies every argument twice and is preceded by a per-argument Python pass; two appends per
-argument and one join measured half the time of the latter on such a call, and formatting a
-short argument with its header in one piece a further third less.
+argument and one join measured half the time of the latter on such a call, and taking the
+headers of arguments under 4 KiB from a table formatted once a further third less.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from redis.asyncio import Connection
 
-_COPY_LIMIT: Final = 1024
-"""Arguments shorter than this are formatted with their header in one piece (copied twice)."""
+_HEADERS: Final = tuple(b"$%d\r\n" % size for size in range(4096))
+"""The bulk-string headers of arguments shorter than 4 KiB, formatted once."""
 
 
 def pack_command(
@@ -34,6 +34,7 @@ def pack_command(
         args = tuple(first.split()) + args[1:]
     out = [b"*%d\r\n" % len(args)]
     append = out.append
+    headers = _HEADERS
     for arg in args:
         cls = arg.__class__
         if cls is not bytes:
@@ -44,12 +45,9 @@ def pack_command(
             else:
                 arg = encode(arg)
         size = len(arg)
-        if size < _COPY_LIMIT:  # one formatted piece: cheaper than three for short values
-            append(b"$%d\r\n%b\r\n" % (size, arg))
-        else:  # a journey's kilobytes are copied once, by the join
-            append(b"$%d\r\n" % size)
-            append(arg)
-            append(b"\r\n")
+        append(headers[size] if size < 4096 else b"$%d\r\n" % size)
+        append(arg)
+        append(b"\r\n")
     return b"".join(out)
 
 
