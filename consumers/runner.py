@@ -207,7 +207,7 @@ class BatchRunner:
 
     async def _take_on(self, batch: Batch, handler: Pipelined) -> float:
         """Begin `batch`, then finish the batch taken on before it."""
-        records = [record for records in batch.values() for record in records]
+        records = _records(batch)
         started = time.perf_counter()
         previous, self._tail = self._tail, None
         try:
@@ -246,11 +246,15 @@ class BatchRunner:
             if isinstance(self._handler, Pipelined):
                 self._handler.reset()
             return self._retry_delay(exc, tail.batch)
-        self._backoff.reset()
-        await self._commit(tail.batch)
-        self._metrics.batch_size.observe(sum(len(r) for r in tail.batch.values()))
-        self._metrics.batch_seconds.observe(time.perf_counter() - tail.started)
+        await self._succeeded(tail.batch, tail.started)
         return 0.0
+
+    async def _succeeded(self, batch: Batch, started: float) -> None:
+        """Commit a batch whose effect is durable, and observe it (from `started`)."""
+        self._backoff.reset()
+        await self._commit(batch)
+        self._metrics.batch_size.observe(sum(len(r) for r in batch.values()))
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _retry_delay(self, exc: ParcoursError, batch: Batch) -> float:
         delay = self._backoff.next_delay()
@@ -260,23 +264,15 @@ class BatchRunner:
 
     async def _process(self, batch: Batch) -> float:
         """Handle and commit; returns how long to back off (0 on success)."""
-        records = [record for records in batch.values() for record in records]
-        with self._metrics.batch_seconds.time():
-            try:
-                await self._handler.handle(records)
-            except ParcoursError as exc:
-                if not exc.retriable:
-                    raise
-                delay = self._backoff.next_delay()
-                self._metrics.retries.labels(type(exc).__name__).inc()
-                logger.warning(
-                    "batch %s not applied (%s); retrying in %.1fs", _describe(batch), exc, delay
-                )
-                self._rewind(batch)
-                return delay
-            self._backoff.reset()
-            self._metrics.batch_size.observe(len(records))
-            await self._commit(batch)
+        started = time.perf_counter()
+        try:
+            await self._handler.handle(_records(batch))
+        except ParcoursError as exc:
+            if not exc.retriable:
+                raise
+            self._rewind(batch)
+            return self._retry_delay(exc, batch)
+        await self._succeeded(batch, started)
         return 0.0
 
     async def _idle(self, handler: Lifecycle) -> float:
@@ -313,6 +309,11 @@ class BatchRunner:
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+
+def _records(batch: Batch) -> list[ConsumerRecord[bytes, bytes]]:
+    """A batch's records, partition after partition (each in log order)."""
+    return [record for records in batch.values() for record in records]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

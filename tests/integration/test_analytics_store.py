@@ -13,7 +13,6 @@ from redis.crc import key_slot
 
 from consumers.analytics_recording import AnalyticsRecording, analytics_recording
 from models.analytics import DAY_MS, HOUR_MS, Fact
-from models.state import decode_state
 from service.analytics import AnalyticsStore, CustomerFacts, analytics_store
 from service.errors import StoreUnavailable
 from service.settings import AnalyticsSettings, Settings
@@ -21,7 +20,7 @@ from service.store import JourneyStore, Write, connect_redis, journey_store
 from tests.analytics_oracle import KINDS, assert_store_matches, recompute_as_configured
 from tests.conftest import make_settings
 from tests.integration.conftest import Worker
-from tests.support import Record, expected_states, journey_stream, keyed, produce, read_records
+from tests.support import Record, expected_states, journey_stream, keyed, stored_states
 
 T0 = 1_569_888_000_000  # 2019-10-01T00:00Z
 
@@ -35,8 +34,7 @@ def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
 
 
 async def _records(worker: Worker, events: Sequence[dict[str, Any]]) -> list[Record]:
-    bootstrap, topic = worker.settings.kafka.bootstrap or "", worker.settings.kafka.events_topic
-    return await read_records(bootstrap, topic, await produce(bootstrap, topic, keyed(events)))
+    return await worker.records(keyed(events))
 
 
 def _stream() -> list[dict[str, Any]]:
@@ -323,5 +321,4 @@ async def test_failed_analytics_call_stops_later_chunks_and_replays_to_the_oracl
         analytics_store(worker.redis, worker.settings), worker.fold.map, expected
     )
     states = expected_states(worker.fold, records)
-    stored = await worker.store.load_many(list(states))
-    assert [decode_state(s.state) if s.state else None for s in stored] == list(states.values())
+    assert await stored_states(worker.store, list(states)) == states

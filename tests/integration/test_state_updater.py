@@ -33,16 +33,12 @@ from tests.support import (
 )
 
 
-async def _records(worker: Worker, messages: Sequence[tuple[bytes | None, bytes | None]]) -> list:
-    return await worker.records(messages)
-
-
 async def _stored(worker: Worker, customers: Sequence[str]) -> dict[str, JourneyState | None]:
     return await stored_states(worker.store, customers)
 
 
 async def test_handle_batch_state_equals_pure_fold(worker: Worker) -> None:
-    records = await _records(worker, keyed(journey_stream(customers=25, events=400)))
+    records = await worker.records(keyed(journey_stream(customers=25, events=400)))
 
     await worker.updater().handle(records)
 
@@ -58,7 +54,7 @@ async def test_batch_folded_in_chunks_has_the_effect_of_one_fold(
 ) -> None:
     # Chunks are written while the next is folded; a customer spans many of them, each
     # continuing from what the one before wrote.
-    records = await _records(worker, keyed(journey_stream(customers=25, events=400)))
+    records = await worker.records(keyed(journey_stream(customers=25, events=400)))
 
     await worker.updater(chunk_records=chunk_records).handle(records)
 
@@ -77,7 +73,7 @@ async def test_batch_folded_in_chunks_has_the_effect_of_one_fold(
 async def test_failed_chunk_write_stops_the_chunks_after_it_and_replays_to_one_fold(
     worker: Worker,
 ) -> None:
-    records = await _records(worker, keyed(journey_stream(customers=12, events=200, seed=5)))
+    records = await worker.records(keyed(journey_stream(customers=12, events=200, seed=5)))
     failing, saves = worker.saving_store(fail_at=2)
 
     with pytest.raises(StoreUnavailable):
@@ -91,7 +87,7 @@ async def test_failed_chunk_write_stops_the_chunks_after_it_and_replays_to_one_f
 
 async def test_handle_same_batch_twice_applies_each_event_once(worker: Worker) -> None:
     # A crash after the Redis write and before the offset commit redelivers the batch.
-    records = await _records(worker, keyed(journey_stream(customers=10, events=150)))
+    records = await worker.records(keyed(journey_stream(customers=10, events=150)))
     updater = worker.updater()
 
     await updater.handle(records)
@@ -127,7 +123,7 @@ def _stage_moves(fold: Fold, records: Sequence) -> Counter[tuple[str, str]]:
 async def test_handle_repeated_event_id_at_new_offset_is_skipped(worker: Worker) -> None:
     # A client retrying a POST produces the same event again, at a later offset.
     events = journey_stream(customers=1, events=5)
-    records = await _records(worker, keyed([*events, events[1], events[3]]))
+    records = await worker.records(keyed([*events, events[1], events[3]]))
 
     await worker.updater().handle(records)
 
@@ -154,7 +150,7 @@ async def test_handle_bad_records_dead_lettered_with_reason_and_original_bytes(
         (b"k5", orjson.dumps(future), "timestamp_in_future"),
         (b"k6", None, "empty"),
     ]
-    records = await _records(worker, [*keyed(good), *((k, v) for k, v, _ in bad)])
+    records = await worker.records([*keyed(good), *((k, v) for k, v, _ in bad)])
 
     await worker.updater().handle(records)
 
@@ -190,7 +186,7 @@ async def test_handle_event_the_fold_cannot_apply_is_dead_lettered_and_rest_appl
                 raise ZeroDivisionError("fold bug")
 
     events = journey_stream(customers=1, events=6)
-    records = await _records(worker, keyed(events))
+    records = await worker.records(keyed(events))
     broken = Broken(worker.fold.map, worker.fold.limits)
 
     await worker.updater(fold=broken).handle(records)
@@ -216,7 +212,7 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(
     # The owner has also applied later events the zombie never saw: a stale overwrite would
     # lose them. In small chunks, the owner's one write gives a journey exactly the revision
     # the zombie's next chunk expects: that chunk must not be written either.
-    records = await _records(worker, keyed(journey_stream(customers=8, events=180)))
+    records = await worker.records(keyed(journey_stream(customers=8, events=180)))
     seen_by_zombie = [r for r in records if r.offset < 20]
     racing = worker.racing_store(lambda: worker.updater().handle(records))
 
@@ -229,7 +225,7 @@ async def test_handle_writer_that_lost_the_race_refolds_onto_newer_state(
 
 
 async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -> None:
-    records = await _records(worker, keyed(journey_stream(customers=2, events=4)))
+    records = await worker.records(keyed(journey_stream(customers=2, events=4)))
     from service.store import connect_redis
 
     dead = connect_redis("redis://127.0.0.1:1/0", socket_timeout_s=0.5, max_connections=2)
@@ -245,7 +241,7 @@ async def test_handle_with_redis_down_raises_store_unavailable(worker: Worker) -
 async def test_lags_from_event_time_and_to_refreshed_scores_are_observed_per_partition(
     worker: Worker,
 ) -> None:
-    first = await _records(worker, keyed(journey_stream(customers=6, events=60, seed=3)))
+    first = await worker.records(keyed(journey_stream(customers=6, events=60, seed=3)))
     await worker.updater().handle(first)  # no models: no scores to wait for
     partitions = len({r.partition for r in first})
     assert worker.sample("parcours_event_time_to_state_seconds_count") == partitions
@@ -258,7 +254,7 @@ async def test_lags_from_event_time_and_to_refreshed_scores_are_observed_per_par
         worker.redis, worker.settings.redis, worker.settings.models, worker.fold.map,
         ModelMetrics(worker.metrics.registry),
     )  # fmt: skip
-    later = await _records(worker, keyed(journey_stream(customers=6, events=60, seed=4)))
+    later = await worker.records(keyed(journey_stream(customers=6, events=60, seed=4)))
     await worker.labelled_updater(scorer=scorer).handle(later)
     scored = worker.sample("parcours_event_score_lag_seconds_count")
     assert scored == len({r.partition for r in later})
@@ -285,7 +281,7 @@ async def test_batches_begun_before_the_last_is_durable_equal_the_pure_fold(
 ) -> None:
     # Each batch is taken on before the one before it is written: it starts from the
     # journeys that batch wrote (not reloaded), and its writes wait for that batch's.
-    records = await _records(worker, keyed(journey_stream(customers=15, events=600, seed=8)))
+    records = await worker.records(keyed(journey_stream(customers=15, events=600, seed=8)))
     loading, loads = worker.loading_store()
     updater = worker.updater(store=loading, chunk_records=chunk_records)
     dones = [await updater.begin(batch) for batch in _in_batches(records, 6)]
@@ -299,7 +295,7 @@ async def test_batches_begun_before_the_last_is_durable_equal_the_pure_fold(
 async def test_a_failed_batch_fails_the_batch_begun_after_it_and_both_replay_to_one_fold(
     worker: Worker,
 ) -> None:
-    records = await _records(worker, keyed(journey_stream(customers=12, events=300, seed=9)))
+    records = await worker.records(keyed(journey_stream(customers=12, events=300, seed=9)))
     first, second = _in_batches(records, 2)
     failing, saves = worker.saving_store(fail_at=2)
     updater = worker.updater(store=failing, chunk_records=40)
@@ -324,7 +320,7 @@ async def test_journeys_that_changed_under_a_batch_are_reloaded_by_the_batch_aft
     # first write. The zombie's second batch, begun meanwhile from its own view of the first
     # batch's journeys, must not write that view (its revisions may even match the owner's):
     # it reloads those journeys and refolds its events onto the owner's.
-    records = await _records(worker, keyed(journey_stream(customers=8, events=240, seed=10)))
+    records = await worker.records(keyed(journey_stream(customers=8, events=240, seed=10)))
     seen_by_zombie = [r for r in records if r.offset < 25]
     first, second = _in_batches(seen_by_zombie, 2)
     racing = worker.racing_store(lambda: worker.updater().handle(records))
