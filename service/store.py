@@ -58,21 +58,32 @@ end
 """Both save scripts: ARGV[1] is the TTL in ms ('0': none), `put` writes a key with it and
 `revision` reads a journey key's revision."""
 
+_CART_ENTRY: Final = """
+local function cart_entry(base, member)
+  -- the member's open cart as its tag's totals count it: the entry, its cents and risk
+  local entry = redis.call('HGET', base .. 'cartv', member)
+  if not entry then return nil end
+  local c, r = string.match(entry, '^(%-?%d+) (%-?%d+)$')
+  return entry, tonumber(c), tonumber(r)
+end
+"""
+"""Read by the save scripts' gauge upkeep, the gauge reading and the erase script."""
+
 _UNCOUNT_CART: Final = """
 local function uncount_cart(base, member)
   -- take the member's open cart (if any) out of the tag's totals; returns its entry
-  local before = redis.call('HGET', base .. 'cartv', member)
+  local before, cents, risk = cart_entry(base, member)
   if before then
-    local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
     local totals = base .. 'totals'
     redis.call('HINCRBY', totals, 'carts', -1)
-    redis.call('HINCRBY', totals, 'cents', 0 - tonumber(c))
-    redis.call('HINCRBY', totals, 'risk', 0 - tonumber(r))
+    redis.call('HINCRBY', totals, 'cents', 0 - cents)
+    redis.call('HINCRBY', totals, 'risk', 0 - risk)
   end
   return before
 end
 """
-"""Used by the erase script (the save scripts sum their writes' changes first)."""
+"""Used by the gauge reading and the erase script (the save scripts sum their writes'
+changes first)."""
 
 _GAUGES: Final = """
 local function gauges(g, written)
@@ -99,11 +110,8 @@ local function gauges(g, written)
       end
       redis.call('ZADD', base .. 'in:' .. stage, expires, member)
       local values = base .. 'cartv'
-      local before = redis.call('HGET', values, member)
-      if before then
-        local c, r = string.match(before, '^(%-?%d+) (%-?%d+)$')
-        move(base, -1, 0 - tonumber(c), 0 - tonumber(r))
-      end
+      local before, was_cents, was_risk = cart_entry(base, member)
+      if before then move(base, -1, 0 - was_cents, 0 - was_risk) end
       if cents ~= '0' then
         redis.call('HSET', values, member, cents .. ' ' .. risk)
         redis.call('ZADD', base .. 'carts', expires, member)
@@ -126,8 +134,12 @@ end
 """
 """The journey gauges' upkeep, shared by both save scripts (see `GAUGES_READ`)."""
 
-GAUGES_READ: Final = """
--- KEYS[1]: the tag's totals hash; ARGV[1]: the tag's gauge base, then the map's stages.
+GAUGES_READ: Final = (
+    _CART_ENTRY
+    + _UNCOUNT_CART
+    + """
+-- KEYS[1]: the tag's totals hash (base .. 'totals'); ARGV[1]: the tag's gauge base, then the
+-- map's stages.
 -- Drops what expired with its journey, then counts: customers per stage, carts, value, risk.
 local t = redis.call('TIME')
 local now = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000))
@@ -140,14 +152,7 @@ for i = 2, #ARGV do
 end
 local carts, values = base .. 'carts', base .. 'cartv'
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', carts, '-inf', now)) do
-  local v = redis.call('HGET', values, member)
-  if v then
-    local c, r = string.match(v, '^(%-?%d+) (%-?%d+)$')
-    redis.call('HINCRBY', KEYS[1], 'carts', -1)
-    redis.call('HINCRBY', KEYS[1], 'cents', 0 - tonumber(c))
-    redis.call('HINCRBY', KEYS[1], 'risk', 0 - tonumber(r))
-    redis.call('HDEL', values, member)
-  end
+  if uncount_cart(base, member) then redis.call('HDEL', values, member) end
   redis.call('ZREM', carts, member)
 end
 for _, v in ipairs(redis.call('HMGET', KEYS[1], 'carts', 'cents', 'risk')) do
@@ -155,9 +160,11 @@ for _, v in ipairs(redis.call('HMGET', KEYS[1], 'carts', 'cents', 'risk')) do
 end
 return out
 """
+)
 
 _SAVE: Final = (
     _PUT
+    + _CART_ENTRY
     + _GAUGES
     + """
 local conflicts, written = {}, {}
@@ -177,6 +184,7 @@ return conflicts
 
 _SAVE_WITH_LABELS: Final = (
     _PUT
+    + _CART_ENTRY
     + _GAUGES
     + """
 local conflicts, written = {}, {}
@@ -217,7 +225,8 @@ ERASED: Final = b"erased"
 """What an erased customer's journey key holds (after its revision) until the hold ends."""
 
 _ERASE: Final = (
-    _UNCOUNT_CART
+    _CART_ENTRY
+    + _UNCOUNT_CART
     + """
 -- KEYS: journey, label book; ARGV: gauge base, member, hold ms, #stages, the marker, the
 -- stages, then the due keys.
